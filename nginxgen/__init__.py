@@ -1,0 +1,23 @@
+"""nginxgen: compile, lint and install the hardened Nginx site in front of qwengw.
+
+Pipeline (crossplane style): SiteSpec (model) → payload (build, pure) → text (crossplane.build)
+→ findings (lint, on a parsed payload) → install (deploy, the only I/O).
+"""
+
+from .build import render, site_payload
+from .lint import Finding, lint_file, lint_text
+from .model import GatewaySettings, Headers, RateLimit, SiteSpec, SpecError, TLS
+
+__all__ = [
+    "Finding",
+    "GatewaySettings",
+    "Headers",
+    "RateLimit",
+    "SiteSpec",
+    "SpecError",
+    "TLS",
+    "lint_file",
+    "lint_text",
+    "render",
+    "site_payload",
+]

@@ -1,0 +1,7 @@
+"""``python -m nginxgen`` = the ``nginxgen`` console script."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
