@@ -6,7 +6,7 @@ Pipeline (crossplane style): SiteSpec (model) → payload (build, pure) → text
 
 from .build import render, site_payload
 from .lint import Finding, lint_file, lint_text
-from .model import GatewaySettings, Headers, RateLimit, SiteSpec, SpecError, TLS
+from .model import TLS, GatewaySettings, Headers, RateLimit, SiteSpec, SpecError
 
 __all__ = [
     "Finding",

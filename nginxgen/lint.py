@@ -932,33 +932,51 @@ def immutable_cache(ctx: Ctx) -> Iterator[Finding]:
                 "info",
                 node,
                 "long-lived/immutable caching on every file matching an extension regex",
-                "unhashed files (config.js, service workers) stay stale in browsers after "
-                "a deploy",
+                "unhashed files (config.js, service workers) stay stale in browsers after a deploy",
                 "expires 7d; here, and 1y/immutable only under a fingerprinted path",
             )
 
 
-@rule("NG33", "gateway-trusted-proxy")
-def gateway_trust(ctx: Ctx) -> Iterator[Finding]:
+@rule("NG33", "gateway-agreement")
+def gateway_agreement(ctx: Ctx) -> Iterator[Finding]:
+    """Only with --gateway-config: the API upstream must be the gateway nginx can trust."""
     if ctx.gateway is None:
         return
-    for node in ctx.find("upstream"):
-        for member in own(node.stmt, "server"):
-            addr = member["args"][0] if member["args"] else ""
-            if addr.rpartition(":")[2] != ctx.gateway.upstream.rpartition(":")[2]:
-                continue
-            host = addr.rpartition(":")[0].strip("[]")
+    ups = ctx.upstreams()
+    want = ctx.gateway.upstream
+    for loc_node in _api_locations(ctx):
+        target = effective(scope(loc_node), "proxy_pass")[-1]["args"][0]
+        m = _PROXY_URL.match(target)
+        if not m:
+            continue
+        name = m.group(2)
+        members = [s["args"][0] for s in own(ups[name], "server")] if name in ups else [name]
+        node = Node(ups[name], []) if name in ups else loc_node
+        if want not in members and not any(
+            x.rpartition(":")[2] == want.rpartition(":")[2] for x in members
+        ):
+            yield finding(
+                "NG33",
+                "error",
+                node,
+                f"API upstream {', '.join(members)} is not the gateway's listen address {want}",
+                "nginx would proxy /v1/ to a port the gateway does not listen on (502)",
+                f"server {want}; in the upstream (nginxgen --gateway-config does this)",
+            )
+        for member in members:
+            host = member.rpartition(":")[0].strip("[]")
             source = {"127.0.0.1": "127.0.0.1", "localhost": "127.0.0.1", "::1": "::1"}.get(host)
             if source and not ctx.gateway.trusts(source):
                 yield finding(
                     "NG33",
                     "warning",
-                    Node(member, scope(node)),
+                    node,
                     f"the gateway does not list {source} in whitelist.trusted_proxies",
                     "the gateway then ignores X-Forwarded-For/X-Request-Id from nginx and sees "
                     "every client as nginx itself",
                     f"add '{source}' to whitelist.trusted_proxies in the gateway's YAML",
                 )
+                break
 
 
 # ---------------------------------------------------------------- entry points

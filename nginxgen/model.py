@@ -309,6 +309,8 @@ class SiteSpec:
             kw["nginx_version"] = parse_version(str(kw["nginx_version"]))
         if "client_max_body_size" in kw:
             kw["client_max_body_size"] = parse_size(kw["client_max_body_size"])
+        if not kw.get("server_names"):
+            raise SpecError("at least one server_name is required (--server-name NAME)")
         spec = cls(**kw)
         if gateway_config:
             path = Path(gateway_config)
