@@ -1,0 +1,315 @@
+"""The blueprint: thin views that run each request through the modules, in this order:
+
+allowlist → authentication → request validation → rate and concurrency limits → upstream.
+
+A rejected request never reaches Ollama. Audit, metrics and slot release happen when the WSGI
+server closes the response (``call_on_close``), which also runs when a streaming client leaves.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, request
+
+from . import translate
+from .allowlist import client_ip, in_networks
+from .audit import AuditRecord
+from .auth import Identity, extract_key
+from .errors import (
+    Forbidden,
+    GatewayError,
+    InvalidRequest,
+    ModelNotFound,
+    PayloadTooLarge,
+    Unauthorized,
+)
+from .state import GatewayState
+from .upstream import UpstreamStream
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+OPEN_ENDPOINTS = {"health"}  # liveness says nothing about the deployment: no gate
+API_ENDPOINTS = {"chat_completions", "embeddings", "list_models", "get_model"}
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@dataclass
+class RequestCtx:
+    record: AuditRecord
+    started: float
+    identity: Identity | None = None
+    decision_headers: dict[str, str] = field(default_factory=dict)
+    slot: str | None = None  # identity holding an in-flight slot
+    upstream: UpstreamStream | None = None
+    streaming: bool = False
+    finished: bool = False
+
+
+def _state() -> GatewayState:
+    return current_app.extensions["qwengw"]  # type: ignore[no-any-return]
+
+
+def _ctx() -> RequestCtx:
+    return g.qwengw  # type: ignore[no-any-return]
+
+
+def _json_dumps(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _json_response(obj: Any, status: int = 200) -> Response:
+    return Response(_json_dumps(obj), status=status, mimetype="application/json")
+
+
+def make_blueprint() -> Blueprint:
+    """A fresh blueprint per app, so two gateways in one process never share handlers."""
+    bp = Blueprint("qwengw", __name__)
+    bp.before_request(_gate)
+    bp.after_request(_finish)
+    bp.add_url_rule("/v1/chat/completions", "chat_completions", chat_completions, methods=["POST"])
+    bp.add_url_rule("/v1/embeddings", "embeddings", embeddings, methods=["POST"])
+    bp.add_url_rule("/v1/models", "list_models", list_models, methods=["GET"])
+    bp.add_url_rule("/v1/models/<path:model_id>", "get_model", get_model, methods=["GET"])
+    bp.add_url_rule("/health", "health", health, methods=["GET"])
+    bp.add_url_rule("/ready", "ready", ready, methods=["GET"])
+    bp.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])
+    return bp
+
+
+# --------------------------------------------------------------------------- the gate
+
+
+def _gate() -> None:
+    st = _state()
+    s = st.settings
+    peer = request.remote_addr
+    trusted = s.whitelist.trusted_proxies
+    ip = client_ip(peer, request.headers.get("X-Forwarded-For"), request.headers.get("X-Real-IP"),
+                   trusted)
+    rid = request.headers.get("X-Request-Id", "")
+    if not (rid and REQUEST_ID.fullmatch(rid) and in_networks(client_ip(peer, None, None, ()), trusted)):
+        rid = uuid.uuid4().hex
+    record = AuditRecord(request_id=rid, client_ip=str(ip) if ip else None,
+                         method=request.method, path=request.path)
+    g.qwengw = ctx = RequestCtx(record, time.perf_counter())
+    st.metrics.request_started()
+    endpoint = (request.endpoint or "").rsplit(".", 1)[-1]
+    if endpoint in OPEN_ENDPOINTS:
+        return
+    if s.whitelist.enabled and not in_networks(ip, s.whitelist.ips):
+        raise Forbidden("ip not allowed", code="ip_not_allowed")
+    if endpoint in API_ENDPOINTS and s.auth.enabled:
+        ip_key = record.client_ip or "unknown"
+        st.limiter.auth_blocked(ip_key)
+        try:
+            ctx.identity = st.keyring.authenticate(extract_key(request.headers, s.auth.header_key))
+        except Unauthorized:
+            st.limiter.auth_failed(ip_key)
+            st.metrics.auth_rejected()
+            raise
+        record.key_id = ctx.identity.key_id
+        if s.auth.user_header:
+            user = request.headers.get(s.auth.user_header)
+            record.user = user[:128] if user else None
+    max_body = s.request.max_body_bytes
+    if request.content_length is not None and request.content_length > max_body:
+        raise PayloadTooLarge(f"request body too large, max {max_body} bytes")
+    request.max_content_length = max_body  # also bounds chunked bodies while they are read
+
+
+def _admit(st: GatewayState, ctx: RequestCtx) -> None:
+    """Rate limit, then an in-flight slot: per key, or per client IP when auth is off."""
+    s = st.settings
+    identity = ctx.identity.key_id if ctx.identity else f"ip:{ctx.record.client_ip}"
+    try:
+        if s.rate_limit.enabled:
+            decision = st.limiter.hit(identity, ctx.identity.key_id if ctx.identity else None)
+            if decision:
+                ctx.decision_headers = decision.headers()
+        limit = (ctx.identity.max_concurrent if ctx.identity else None) or s.rate_limit.max_concurrent
+        if st.limiter.acquire(identity, limit):
+            ctx.slot = identity
+    except GatewayError as err:
+        if err.status == 429:
+            st.metrics.rate_limited(err.code or "rate_limit_exceeded")
+        raise
+
+
+def _finish(resp: Response) -> Response:
+    ctx: RequestCtx | None = g.get("qwengw")
+    if ctx is None:
+        return resp
+    resp.headers["X-Request-Id"] = ctx.record.request_id
+    for name, value in ctx.decision_headers.items():
+        resp.headers.setdefault(name, value)
+    if not ctx.streaming:
+        ctx.record.status = resp.status_code
+        if resp.status_code >= 400 and resp.mimetype == "application/json":
+            body = resp.get_json(silent=True) or {}
+            err = body.get("error") if isinstance(body, dict) else None
+            if isinstance(err, dict):
+                ctx.record.error_code = err.get("code")
+    st = _state()
+    resp.call_on_close(lambda: _complete(st, ctx))
+    return resp
+
+
+def _complete(st: GatewayState, ctx: RequestCtx) -> None:
+    """Runs once the response is fully sent, or the client has gone: free and record."""
+    if ctx.upstream is not None:
+        ctx.upstream.close()
+    if ctx.slot is not None:
+        st.limiter.release(ctx.slot)
+        ctx.slot = None
+    rec = ctx.record
+    if ctx.streaming and not ctx.finished:
+        rec.cancelled = True
+        rec.status = 499  # nginx's "client closed request", as the issue's logs expect
+    rec.duration_ms = round((time.perf_counter() - ctx.started) * 1000, 2)
+    st.metrics.request_finished(rec)
+    if st.audit is not None:
+        st.audit.write(rec)
+
+
+# --------------------------------------------------------------------------- views
+
+
+def _json_body() -> Any:
+    if not request.get_data(cache=True):
+        raise InvalidRequest("the request body is required (JSON)")
+    body = request.get_json(force=True, silent=True)
+    if body is None:
+        raise InvalidRequest("the request body is not valid JSON")
+    return body
+
+
+def _lines(up: UpstreamStream, ctx: RequestCtx) -> Iterator[dict[str, Any]]:
+    """Upstream lines, noting time to first token (first line with output) for the audit."""
+    for line in up:
+        if ctx.record.ttft_ms is None:
+            msg = line.get("message") or {}
+            if msg.get("content") or msg.get("thinking") or msg.get("tool_calls") or line.get("done"):
+                ctx.record.ttft_ms = round((time.perf_counter() - ctx.started) * 1000, 2)
+        yield line
+
+
+def _record_usage(ctx: RequestCtx, usage: dict[str, int] | None) -> None:
+    if usage:
+        ctx.record.prompt_tokens = usage["prompt_tokens"]
+        ctx.record.completion_tokens = usage["completion_tokens"]
+
+
+def _sse(obj: Any) -> bytes:
+    return b"data: " + _json_dumps(obj) + b"\n\n"
+
+
+def chat_completions() -> Response:
+    st, ctx = _state(), _ctx()
+    s = st.settings
+    req = translate.chat_request_to_ollama(_json_body(), s.models)
+    rec = ctx.record
+    rec.model, rec.stream, rec.prompt_chars = req.public_model, req.stream, req.prompt_chars
+    if req.prompt_chars > s.request.max_prompt_chars:
+        raise InvalidRequest(f"prompt too long, max {s.request.max_prompt_chars} chars",
+                             param="messages", code="context_length_exceeded")
+    _admit(st, ctx)
+    up = st.client.stream_chat(req.payload, request_id=rec.request_id, public_model=req.public_model)
+    ctx.upstream = up
+    rec.upstream = up.host.label
+    completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    if not req.stream:
+        result = translate.aggregate_chat(_lines(up, ctx), completion_id=completion_id,
+                                          created=created, model=req.public_model)
+        _record_usage(ctx, result["usage"])
+        return _json_response(result)
+
+    translator = translate.ChatStream(completion_id, created, req.public_model, req.include_usage)
+    ctx.streaming = True
+    rec.status = 200
+
+    def generate() -> Iterator[bytes]:
+        try:
+            for line in _lines(up, ctx):
+                for chunk in translator.feed(line):
+                    yield _sse(chunk)
+            yield b"data: [DONE]\n\n"
+        except GatewayError as err:
+            # Headers are gone already: the error travels as one SSE event, then [DONE].
+            rec.error_code = err.code
+            rec.status = err.status
+            yield _sse(err.body())
+            yield b"data: [DONE]\n\n"
+        finally:
+            _record_usage(ctx, translator.usage)
+            up.close()
+        ctx.finished = True
+
+    return Response(generate(), mimetype="text/event-stream", headers=SSE_HEADERS)
+
+
+def embeddings() -> Response:
+    st, ctx = _state(), _ctx()
+    s = st.settings
+    req = translate.embeddings_request_to_ollama(_json_body(), s.models)
+    rec = ctx.record
+    rec.model, rec.stream, rec.prompt_chars = req.public_model, False, req.prompt_chars
+    if req.prompt_chars > s.request.max_prompt_chars:
+        raise InvalidRequest(f"input too long, max {s.request.max_prompt_chars} chars",
+                             param="input", code="context_length_exceeded")
+    _admit(st, ctx)
+    native = st.client.call_json("POST", "/api/embed", req.payload, request_id=rec.request_id,
+                                 public_model=req.public_model)
+    result = translate.embeddings_response(native, req)
+    rec.prompt_tokens = result["usage"]["prompt_tokens"]
+    return _json_response(result)
+
+
+def _model_list() -> list[dict[str, Any]]:
+    st = _state()
+    models = st.settings.models
+    tags = {"models": []} if models else st.client.call_json("GET", "/api/tags", read_timeout=10)
+    return translate.models_list(tags, models)
+
+
+def list_models() -> Response:
+    return _json_response({"object": "list", "data": _model_list()})
+
+
+def get_model(model_id: str) -> Response:
+    for model in _model_list():
+        if model["id"] == model_id:
+            return _json_response(model)
+    raise ModelNotFound(model_id)
+
+
+def health() -> Response:
+    return _json_response({"status": "ok"})
+
+
+def ready() -> Response:
+    st = _state()
+    hosts = []
+    available: set[str] = set()
+    for host, tags in st.client.probe():
+        hosts.append({"upstream": host.label, "reachable": tags is not None,
+                      "circuit": host.breaker.state})
+        for m in (tags or {}).get("models") or []:
+            for key in ("model", "name"):
+                if isinstance(m.get(key), str):
+                    available.add(m[key])
+                    available.add(m[key].removesuffix(":latest"))
+    missing = [public for public, internal in st.settings.models.items()
+               if internal not in available and internal.removesuffix(":latest") not in available]
+    ok = any(h["reachable"] for h in hosts) and not missing
+    body = {"status": "ready" if ok else "not_ready", "upstreams": hosts, "missing_models": missing}
+    return _json_response(body, 200 if ok else 503)
+
+
+def metrics() -> Response:
+    return _state().metrics.render()

@@ -1,0 +1,162 @@
+"""Request-rate, concurrency and failed-auth limits, composed from the ``limits`` library.
+
+Moving window (exact: a request is admitted iff fewer than N were admitted in the last window),
+stored in ``memory://`` (per process) or Redis (exact across workers and instances, because every
+``limits`` strategy is one atomic Lua script there).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from limits import RateLimitItem, RateLimitItemPerSecond, parse_many
+from limits.errors import StorageError
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+
+from .config import AuthSettings, RateLimitSettings
+from .errors import RateLimited, ServiceUnavailable
+
+log = logging.getLogger("qwengw.ratelimit")
+
+CONCURRENCY_TTL = 3600  # a crashed worker's in-flight count expires after this
+
+
+@dataclass(frozen=True)
+class Decision:
+    limit: int
+    remaining: int
+    reset_seconds: int
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "x-ratelimit-limit-requests": str(self.limit),
+            "x-ratelimit-remaining-requests": str(self.remaining),
+            "x-ratelimit-reset-requests": f"{self.reset_seconds}s",
+        }
+
+
+def _storage_options(uri: str) -> dict[str, float | bool | object]:
+    if uri.startswith("memory"):
+        return {}
+    # redis-py waits 5 s and retries 10 times by default: a hung Redis would stall every request.
+    opts: dict[str, float | bool | object] = {"socket_connect_timeout": 0.25, "socket_timeout": 0.25}
+    try:
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        opts["retry"] = Retry(NoBackoff(), 0)
+    except ImportError:  # pragma: no cover - redis is required for redis:// anyway
+        pass
+    return opts
+
+
+class Limiter:
+    """Owns the storage and answers: may this caller start a request now?"""
+
+    def __init__(self, rl: RateLimitSettings, auth: AuthSettings,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = rl
+        self.clock = clock
+        self.storage = storage_from_string(rl.storage, wrap_exceptions=True, **_storage_options(rl.storage))
+        self.window = MovingWindowRateLimiter(self.storage)
+        self.default_item: RateLimitItem = RateLimitItemPerSecond(rl.max_requests, rl.window_seconds)
+        self.key_items = {k.id: parse_many(k.rate_limit) for k in auth.keys if k.rate_limit}
+        self.auth_item = RateLimitItemPerSecond(auth.max_failures, auth.failure_window_seconds)
+        self.fail_open = rl.on_storage_error == "open"
+        self._down_until = 0.0
+        self._storage_was_down = False
+
+    # -- storage health: a short pause after a failure so a hung Redis costs one timeout, not one per request
+    def _call(self, fn: Callable[[], object]) -> object:
+        now = time.monotonic()
+        if now < self._down_until:
+            raise StorageError(ConnectionError("storage marked down"))
+        try:
+            result = fn()
+        except StorageError:
+            self._down_until = time.monotonic() + 1.0
+            if not self._storage_was_down:
+                log.error("rate-limit storage unavailable; failing %s",
+                          "open" if self.fail_open else "closed")
+            self._storage_was_down = True
+            raise
+        if self._storage_was_down:
+            log.warning("rate-limit storage is back")
+            self._storage_was_down = False
+        return result
+
+    def _storage_failed(self) -> None:
+        if not self.fail_open:
+            raise ServiceUnavailable("rate limiting is temporarily unavailable; retry shortly",
+                                     headers={"Retry-After": "1"})
+
+    def hit(self, identity: str, key_id: str | None) -> Decision | None:
+        """Count one request for ``identity``; raise ``RateLimited`` when over the limit."""
+        items = self.key_items.get(key_id or "", [self.default_item])
+        try:
+            decision: Decision | None = None
+            for item in items:
+                allowed = self._call(lambda item=item: self.window.hit(item, "req", identity))
+                stats = self._call(lambda item=item: self.window.get_window_stats(item, "req", identity))
+                reset = max(1, math.ceil(stats.reset_time - self.clock()))  # type: ignore[attr-defined]
+                d = Decision(item.amount, stats.remaining, reset)  # type: ignore[attr-defined]
+                if not allowed:
+                    raise RateLimited(
+                        f"rate limit reached: {item.amount} requests per "
+                        f"{item.multiples} {item.GRANULARITY.name}(s); retry in {reset}s",
+                        headers={"Retry-After": str(reset), **d.headers()},
+                    )
+                if decision is None or d.remaining < decision.remaining:
+                    decision = d
+            return decision
+        except StorageError:
+            self._storage_failed()
+            return None
+
+    # -- concurrency
+    def acquire(self, identity: str, limit: int | None) -> bool:
+        """Take an in-flight slot; False when storage failed open (nothing to release)."""
+        if not limit:
+            return False
+        key = f"qwengw/inflight/{identity}"
+        try:
+            n = self._call(lambda: self.storage.incr(key, CONCURRENCY_TTL, 1))
+            if int(n) > limit:  # type: ignore[call-overload]
+                self._call(lambda: self.storage.incr(key, CONCURRENCY_TTL, -1))
+                raise RateLimited(
+                    f"too many requests in flight for this key (max {limit}); retry when one ends",
+                    code="concurrency_limit_exceeded", headers={"Retry-After": "1"})
+        except StorageError:
+            self._storage_failed()
+            return False
+        return True
+
+    def release(self, identity: str) -> None:
+        key = f"qwengw/inflight/{identity}"
+        try:
+            if int(self._call(lambda: self.storage.incr(key, CONCURRENCY_TTL, -1))) < 0:  # type: ignore[call-overload]
+                self._call(lambda: self.storage.clear(key))
+        except StorageError:
+            log.warning("could not release an in-flight slot (storage down); it expires by itself")
+
+    # -- failed authentication, per client IP
+    def auth_blocked(self, ip: str) -> None:
+        try:
+            if not self._call(lambda: self.window.test(self.auth_item, "authfail", ip)):
+                stats = self._call(lambda: self.window.get_window_stats(self.auth_item, "authfail", ip))
+                reset = max(1, math.ceil(stats.reset_time - self.clock()))  # type: ignore[attr-defined]
+                raise RateLimited("too many failed authentication attempts; retry later",
+                                  code="too_many_auth_failures", headers={"Retry-After": str(reset)})
+        except StorageError:
+            self._storage_failed()
+
+    def auth_failed(self, ip: str) -> None:
+        try:
+            self._call(lambda: self.window.hit(self.auth_item, "authfail", ip))
+        except StorageError:
+            pass

@@ -1,0 +1,354 @@
+"""The HTTP hop to Ollama: pooled connections, separate time budgets, a breaker per host.
+
+urllib3 is used directly (it is what ``requests`` runs on): on this path ``requests`` costs
+~60% of the gateway's CPU for nothing we need (see docs/benchmarks.md).
+
+Time budgets: ``connect_timeout`` covers the TCP handshake; Ollama sends no headers until the
+first token exists, so the read timeout before the headers is ``first_token_timeout``; after the
+headers the socket timeout becomes ``idle_timeout``, the longest allowed silence between lines.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import urllib3
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    MaxRetryError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
+
+from .config import UpstreamSettings
+from .errors import (
+    GatewayError,
+    InvalidRequest,
+    ModelNotFound,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+log = logging.getLogger("qwengw.upstream")
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+
+class CircuitBreaker:
+    """Closed → open after N consecutive failures → one trial request (half-open) → closed.
+
+    Per process on purpose: each worker learns within a few requests, and a shared breaker would
+    put another dependency on the hot path. Under gevent nothing here yields, so no lock.
+    """
+
+    def __init__(self, threshold: int, open_seconds: float,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_change: Callable[[str, str], None] | None = None) -> None:
+        self.threshold = threshold
+        self.open_seconds = open_seconds
+        self.clock = clock
+        self.on_change = on_change
+        self.state = CLOSED
+        self.failures = 0
+        self.opened_at = 0.0
+        self.probing = False
+
+    def _set(self, state: str) -> None:
+        if state != self.state:
+            old, self.state = self.state, state
+            if self.on_change:
+                self.on_change(old, state)
+
+    def allow(self) -> bool:
+        if self.state == CLOSED:
+            return True
+        if self.state == OPEN and self.clock() - self.opened_at >= self.open_seconds:
+            self._set(HALF_OPEN)
+            self.probing = False
+        if self.state == HALF_OPEN and not self.probing:
+            self.probing = True  # exactly one trial request
+            return True
+        return False
+
+    def retry_after(self) -> int:
+        if self.state == OPEN:
+            return max(1, int(self.opened_at + self.open_seconds - self.clock() + 0.999))
+        return 1
+
+    def success(self) -> None:
+        self.failures = 0
+        self.probing = False
+        self._set(CLOSED)
+
+    def failure(self) -> None:
+        self.failures += 1
+        self.probing = False
+        if self.state == HALF_OPEN or self.failures >= self.threshold:
+            self.opened_at = self.clock()
+            self._set(OPEN)
+
+    def release(self) -> None:
+        """The trial request ended without telling us anything (e.g. the client left)."""
+        self.probing = False
+
+
+@dataclass
+class Host:
+    url: str
+    label: str  # "ollama-1", ...: what logs and metrics show instead of the URL
+    breaker: CircuitBreaker
+    inflight: int = 0
+
+
+@dataclass
+class Events:
+    """Hooks for metrics and logs; the upstream module does not import either."""
+
+    upstream_error: Callable[[str, str], None] = lambda host, kind: None
+    circuit_change: Callable[[str, str, str], None] = lambda host, old, new: None
+
+
+def _scrub(message: str, names: Mapping[str, str]) -> str:
+    """Replace upstream model names in an upstream message with the public ones."""
+    for public, internal in names.items():
+        message = message.replace(internal, public)
+    return re.sub(r"https?://\S+", "<upstream>", message)
+
+
+class UpstreamStream:
+    """An open streaming answer: iterate parsed NDJSON lines; ``close()`` frees Ollama."""
+
+    def __init__(self, client: OllamaClient, host: Host, resp: urllib3.BaseHTTPResponse) -> None:
+        self.client = client
+        self.host = host
+        self.resp = resp
+        self.closed = False
+        self.completed = False
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        buf = b""
+        try:
+            while True:
+                try:
+                    data = self.resp.read1(65536)
+                except ReadTimeoutError:
+                    self.client.events.upstream_error(self.host.label, "idle_timeout")
+                    raise UpstreamTimeout(
+                        "the model stopped sending output for too long; try again") from None
+                except (ProtocolError, HTTPError, OSError):
+                    self.client.events.upstream_error(self.host.label, "stream_broken")
+                    self.host.breaker.failure()
+                    raise UpstreamError("the connection to the model server broke mid-answer") from None
+                if not data:
+                    break
+                buf += data
+                while b"\n" in buf:
+                    raw, buf = buf.split(b"\n", 1)
+                    if raw.strip():
+                        line = self._parse(raw)
+                        if line.get("done"):
+                            self._complete()
+                            yield line
+                            return
+                        yield line
+            if buf.strip():
+                line = self._parse(buf)
+                if line.get("done"):
+                    self._complete()
+                    yield line
+                    return
+                yield line
+            self.client.events.upstream_error(self.host.label, "stream_truncated")
+            raise UpstreamError("the model server ended its answer early")
+        finally:
+            self.close()
+
+    def _complete(self) -> None:
+        self.completed = True
+        self.host.breaker.success()
+
+    def _parse(self, raw: bytes) -> dict[str, Any]:
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            line = None
+        if not isinstance(line, dict):
+            self.client.events.upstream_error(self.host.label, "bad_line")
+            raise UpstreamError("the model server sent a malformed answer")
+        if "error" in line:
+            self.client.events.upstream_error(self.host.label, "stream_error")
+            msg = _scrub(str(line["error"]), self.client.model_names)
+            raise UpstreamError(f"the model failed while generating: {msg}")
+        return line
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.host.inflight -= 1
+        if self.completed:
+            self.resp.drain_conn()  # read the chunked trailer so the connection can be reused
+        else:
+            # A half-read answer must not go back to the pool, and closing the socket is what
+            # tells Ollama to stop generating.
+            self.host.breaker.release()
+            self.resp.close()
+        self.resp.release_conn()
+
+
+@dataclass
+class OllamaClient:
+    """Talks to one or more Ollama hosts."""
+
+    urls: tuple[str, ...]
+    settings: UpstreamSettings
+    model_names: Mapping[str, str] = field(default_factory=dict)
+    events: Events = field(default_factory=Events)
+    clock: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        self.pool = urllib3.PoolManager(num_pools=max(4, len(self.urls)),
+                                        maxsize=self.settings.pool_size, block=False, retries=False)
+        self.hosts = [
+            Host(url, f"ollama-{i + 1}", CircuitBreaker(
+                self.settings.failure_threshold, self.settings.open_seconds, self.clock,
+                on_change=lambda old, new, label=f"ollama-{i + 1}": self._circuit(label, old, new)))
+            for i, url in enumerate(self.urls)
+        ]
+
+    def _circuit(self, label: str, old: str, new: str) -> None:
+        log.warning("circuit for %s: %s → %s", label, old, new)
+        self.events.circuit_change(label, old, new)
+
+    def _pick(self, exclude: set[str]) -> Host:
+        candidates = sorted((h for h in self.hosts if h.url not in exclude), key=lambda h: h.inflight)
+        for host in candidates:
+            if host.breaker.allow():
+                return host
+        retry = min((h.breaker.retry_after() for h in self.hosts), default=1)
+        raise UpstreamUnavailable("the model server is temporarily unavailable; retry shortly",
+                                  headers={"Retry-After": str(retry)})
+
+    def _request(self, method: str, path: str, body: Any, *, read_timeout: float,
+                 request_id: str | None, public_model: str | None) -> tuple[Host, urllib3.BaseHTTPResponse]:
+        """Send, retrying once on another host when the connection could not be made."""
+        tried: set[str] = set()
+        headers = {"Content-Type": "application/json"}
+        if request_id:
+            headers["X-Request-Id"] = request_id
+        payload = json.dumps(body).encode() if body is not None else None
+        while True:
+            host = self._pick(tried)
+            tried.add(host.url)
+            timeout = urllib3.Timeout(connect=self.settings.connect_timeout, read=read_timeout)
+            host.inflight += 1
+            try:
+                resp = self.pool.request(method, host.url + path, body=payload, headers=headers,
+                                         timeout=timeout, preload_content=False, redirect=False)
+            except (NewConnectionError, ConnectTimeoutError, MaxRetryError, ProtocolError) as exc:
+                host.inflight -= 1
+                host.breaker.failure()
+                is_read_timeout = isinstance(getattr(exc, "reason", exc), ReadTimeoutError)
+                if is_read_timeout:
+                    self.events.upstream_error(host.label, "first_token_timeout")
+                    raise UpstreamTimeout("the model took too long to start answering; "
+                                          "try again shortly") from None
+                self.events.upstream_error(host.label, "connect")
+                log.warning("cannot connect to %s: %s", host.label, type(exc).__name__)
+                if len(tried) < len(self.hosts):
+                    continue
+                raise UpstreamUnavailable("the model server is not reachable; try again shortly",
+                                          headers={"Retry-After": "5"}) from None
+            except ReadTimeoutError:
+                host.inflight -= 1
+                host.breaker.failure()
+                self.events.upstream_error(host.label, "first_token_timeout")
+                raise UpstreamTimeout("the model took too long to start answering; "
+                                      "try again shortly") from None
+            except BaseException:
+                host.inflight -= 1
+                raise
+            if resp.status >= 400:
+                host.inflight -= 1
+                raise self._status_error(host, resp, public_model)
+            return host, resp
+
+    def _status_error(self, host: Host, resp: urllib3.BaseHTTPResponse,
+                      public_model: str | None) -> GatewayError:
+        raw = resp.read(65536)
+        resp.release_conn()
+        try:
+            message = str(json.loads(raw).get("error", ""))
+        except (ValueError, AttributeError):
+            message = raw.decode("utf-8", "replace").strip()[:300]
+        message = _scrub(message, self.model_names) or f"upstream status {resp.status}"
+        status = resp.status
+        if status == 404:
+            host.breaker.success()
+            return ModelNotFound(public_model or "unknown")
+        if status == 503:
+            # Ollama's queue is full: load shedding, not ill health; the breaker is not fed.
+            host.breaker.release()
+            self.events.upstream_error(host.label, "busy")
+            return UpstreamUnavailable("the model server is busy; retry shortly",
+                                       code="upstream_busy", headers={"Retry-After": "2"})
+        if status >= 500:
+            host.breaker.failure()
+            self.events.upstream_error(host.label, "http_5xx")
+            return UpstreamError(f"the model server failed: {message}")
+        host.breaker.success()
+        self.events.upstream_error(host.label, "http_4xx")
+        param = "tools" if "tools" in message else ("reasoning_effort" if "thinking" in message else None)
+        return InvalidRequest(message, param=param, code="upstream_rejected", status=status)
+
+    def stream_chat(self, payload: dict[str, Any], *, request_id: str | None,
+                    public_model: str) -> UpstreamStream:
+        host, resp = self._request("POST", "/api/chat", payload,
+                                   read_timeout=self.settings.first_token_timeout,
+                                   request_id=request_id, public_model=public_model)
+        conn = getattr(resp, "connection", None)
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            sock.settimeout(self.settings.idle_timeout)
+        return UpstreamStream(self, host, resp)
+
+    def call_json(self, method: str, path: str, body: Any = None, *, request_id: str | None = None,
+                  public_model: str | None = None, read_timeout: float | None = None) -> dict[str, Any]:
+        host, resp = self._request(method, path, body,
+                                   read_timeout=read_timeout or self.settings.first_token_timeout,
+                                   request_id=request_id, public_model=public_model)
+        try:
+            data = json.loads(resp.read())
+        except (ValueError, HTTPError, OSError):
+            host.breaker.failure()
+            raise UpstreamError("the model server sent a malformed answer") from None
+        finally:
+            host.inflight -= 1
+            resp.release_conn()
+        host.breaker.success()
+        if not isinstance(data, dict):
+            raise UpstreamError("the model server sent a malformed answer")
+        return data
+
+    def probe(self) -> list[tuple[Host, dict[str, Any] | None]]:
+        """``/api/tags`` from every host (for /ready), with the connect timeout as the budget."""
+        out: list[tuple[Host, dict[str, Any] | None]] = []
+        t = self.settings.connect_timeout
+        for host in self.hosts:
+            try:
+                resp = self.pool.request("GET", host.url + "/api/tags",
+                                         timeout=urllib3.Timeout(connect=t, read=t), retries=False)
+                data = json.loads(resp.data) if resp.status == 200 else None
+            except (HTTPError, OSError, ValueError):
+                data = None
+            out.append((host, data if isinstance(data, dict) else None))
+        return out
