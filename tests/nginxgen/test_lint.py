@@ -1,0 +1,134 @@
+"""Lint rules: the seed site's findings, and one small bad config per rule."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nginxgen.build import render
+from nginxgen.cli import main
+from nginxgen.lint import RULES, lint_file, lint_text
+from nginxgen.model import GatewaySettings, SiteSpec
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+SEED = DATA / "seed-site.conf"
+
+# The seed's defects (NGINX-NOTES §3.2) as rule ids, with the lines they point at.
+SEED_EXPECTED = {
+    ("NG01", 29),  # asset location drops the security headers
+    ("NG03", 29),  # asset regex has no handler → 404
+    ("NG04", 33),  # the regex shadows /v1/
+    ("NG05", 34),  # proxy_pass .../ strips /v1/
+    ("NG06", 23),  # Connection "upgrade" hard-coded
+    ("NG08", 33),  # SSE buffered
+    ("NG09", 33),  # 60 s read timeout
+    ("NG12", 16),  # X-XSS-Protection
+    ("NG14", 8),  # no HSTS
+    ("NG15", 17),  # Referrer-Policy leaks
+    ("NG15", 18),  # CSP unsafe-inline, schemes
+    ("NG16", 8),  # no ssl_protocols / ssl_ciphers
+    ("NG20", 3),  # server_tokens on (port 80)
+    ("NG20", 8),  # server_tokens on (port 443)
+    ("NG21", 33),  # client_max_body_size default 1m
+    ("NG22", 3),  # server-level return, no ACME
+    ("NG23", 6),  # $server_name in the redirect
+    ("NG24", 26),  # XFF passthrough (/)
+    ("NG24", 37),  # XFF passthrough (/v1/)
+    ("NG26", 13),  # dead ssl_trusted_certificate
+    ("NG29", 29),  # 1y immutable on unhashed files
+    ("NG30", 33),  # no rate limit
+}
+
+
+def test_seed_site_gets_the_findings_it_deserves():
+    findings = lint_file(SEED)
+    got = {(f.rule, f.line) for f in findings}
+    assert got == SEED_EXPECTED
+    assert all(f.file == str(SEED) and f.why and f.fix for f in findings)
+    assert len(findings) == 24
+
+
+def test_seed_against_gateway_config(tmp_path: Path):
+    gw = GatewaySettings.from_mapping({"listen": ":19000", "request": {"max_body_bytes": 26214400}})
+    rules = {(f.rule, f.severity) for f in lint_file(SEED, gateway=gw)}
+    assert ("NG33", "error") in rules  # proxied to a port the gateway does not listen on
+    assert ("NG33", "warning") in rules  # 127.0.0.1 not a trusted proxy
+    assert ("NG21", "warning") in rules
+
+
+@pytest.mark.parametrize("version", [(1, 22, 1), (1, 25, 1), (1, 27, 0)])
+def test_emitted_default_site_is_clean(version):
+    spec = SiteSpec(server_names=("ai.example.com",), nginx_version=version)
+    assert lint_text(render(spec), nginx_version=version) == []
+
+
+def test_http2_gate():
+    new = render(SiteSpec(server_names=("a.example",), nginx_version=(1, 25, 1)))
+    assert [f.rule for f in lint_text(new, nginx_version=(1, 22, 1))] == ["NG18"]
+    old = render(SiteSpec(server_names=("a.example",)))
+    assert [f.rule for f in lint_text(old, nginx_version=(1, 25, 1))] == ["NG18", "NG18"]
+
+
+def _rules(text: str, **kw) -> set[str]:
+    return {f.rule for f in lint_text(text, **kw)}
+
+
+SNIPPETS = {
+    "NG02": "server { listen 80; server_tokens off; proxy_set_header Host $host;"
+    " location / { proxy_set_header X-A 1; return 200; } }",
+    "NG07": "server { listen 80; server_tokens off; location / {"
+    " proxy_set_header Connection $connection_upgrade; return 200; } }",
+    "NG10": "upstream u { server 127.0.0.1:1; keepalive 8; }"
+    " server { listen 80; server_tokens off; location / { proxy_pass http://u; } }",
+    "NG11": "server { listen 80; server_tokens off; location / { proxy_pass http://backend; } }",
+    "NG13": "server { listen 80; server_tokens off; add_header X-Frame-Options DENY;"
+    " location / { return 200; } }",
+    "NG19": "server { listen 80; server_tokens off; add_header_inherit merge;"
+    " location / { return 200; } }",
+    "NG25": "server { listen 80; server_tokens off; location / {"
+    " proxy_set_header Host $http_host; return 200; } }",
+    "NG32": "server { listen 80; server_tokens off;"
+    " location ^~ /.well-known/acme-challenge/ { root /x; } location / { return 200; } }"
+    " server { listen 443 ssl; server_tokens off; location / { return 200; } }",
+    "NG00": "server { listen 80; location / { return 200; }",
+}
+
+
+@pytest.mark.parametrize("rule_id", sorted(SNIPPETS))
+def test_rule_fires_on_minimal_bad_config(rule_id):
+    assert rule_id in _rules(SNIPPETS[rule_id])
+
+
+def test_every_rule_is_documented():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "nginx.md").read_text()
+    for rule_id, (name, _fn) in RULES.items():
+        assert f"{rule_id}" in doc and name in doc, rule_id
+
+
+def test_suppression_comment(tmp_path: Path):
+    text = "# nginxgen-lint: disable=NG11\n" + SNIPPETS["NG11"]
+    assert "NG11" not in _rules(text)
+
+
+def test_whole_nginx_conf_is_linted_through_includes(tmp_path: Path):
+    (tmp_path / "site.conf").write_text(SEED.read_text())
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(f"events {{}}\nhttp {{\n    include {tmp_path / 'site.conf'};\n}}\n")
+    assert {(f.rule, f.line) for f in lint_file(conf)} == SEED_EXPECTED
+
+
+def test_cli_lint_text_and_json(capsys):
+    assert main(["lint", str(SEED)]) == 1
+    out = capsys.readouterr().out
+    assert "NG05 [error]" in out and "why:" in out and "fix:" in out
+    assert out.strip().endswith(f"24 finding(s) in {SEED}")
+    assert main(["lint", "--json", str(SEED)]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert {"rule", "severity", "file", "line", "message", "why", "fix"} == set(data[0])
+
+
+def test_cli_lint_clean_site_exits_0(tmp_path: Path, capsys):
+    site = tmp_path / "site.conf"
+    assert main(["show", "--server-name", "a.example"]) == 0
+    site.write_text(capsys.readouterr().out)
+    assert main(["lint", str(site)]) == 0
