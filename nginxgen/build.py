@@ -213,7 +213,13 @@ def api_location(spec: SiteSpec) -> list[Stmt]:
     if spec.rate_limit is not None:
         rl = spec.rate_limit
         block += [
-            d("limit_req", "zone=qwengw_api", f"burst={rl.burst}", "nodelay"),
+            # nginx rejects burst=0; no burst means no queue at all
+            d(
+                "limit_req",
+                "zone=qwengw_api",
+                *([f"burst={rl.burst}"] if rl.burst else []),
+                "nodelay",
+            ),
             d("limit_req_status", 429),
             d("limit_conn", "qwengw_conn", rl.connections),
             d("limit_conn_status", 429),

@@ -210,15 +210,15 @@ def start_nginx(site_text: str, tmp_path: Path, name: str = "nginx") -> NginxHan
     ca_pem = prefix / "ca.pem"
     _CA.cert_pem.write_to_path(str(ca_pem))
     handle = NginxHandle(prefix, http_port, https_port, _CA, str(ca_pem))
-    handle.proc = subprocess.Popen(
-        handle.cmd(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    with open(prefix / "logs" / "stderr.log", "wb") as err:
+        handle.proc = subprocess.Popen(handle.cmd(), stdout=subprocess.DEVNULL, stderr=err)
     try:
         for port in (p for p in (https_port, http_port) if p):
             wait_port(port, handle.proc)
     except RuntimeError as exc:
         handle.stop()
-        raise RuntimeError(f"{exc}\n{handle.error_log()}") from None
+        stderr = (prefix / "logs" / "stderr.log").read_text()
+        raise RuntimeError(f"{exc}\n{stderr}\n{handle.error_log()}") from None
     return handle
 
 
@@ -354,7 +354,10 @@ def gateway_stub() -> Iterator[Stub]:
 
 
 def edge_spec(
-    workdir: Path, ui: str = "127.0.0.1:9", gateway: str = "127.0.0.1:9", **overrides: Any
+    workdir: Path,
+    ui: str | tuple[str, ...] = "127.0.0.1:9",
+    gateway: str | tuple[str, ...] = "127.0.0.1:9",
+    **overrides: Any,
 ) -> SiteSpec:
     """A SiteSpec for loopback tests: session-CA certs, free high ports, logs in workdir."""
     files = issue_certs(workdir / "tls")
@@ -362,8 +365,8 @@ def edge_spec(
     kw: dict[str, Any] = dict(
         server_names=("ai.example.test",),
         tls=TLS(files.cert, files.key),
-        ui=(ui,),
-        gateway=(gateway,),
+        ui=(ui,) if isinstance(ui, str) else ui,
+        gateway=(gateway,) if isinstance(gateway, str) else gateway,
         http_port=free_port(),
         https_port=free_port(),
         listen_addresses=("127.0.0.1",),
