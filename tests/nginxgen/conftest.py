@@ -424,6 +424,7 @@ def ng() -> SimpleNamespace:
         edge_spec=edge_spec,
         start_nginx=start_nginx,
         nginx_t=nginx_t,
+        wait_port=wait_port,
         prepare_prefix=prepare_prefix,
         wrapper_conf=wrapper_conf,
         start_stub=start_stub,
