@@ -49,7 +49,7 @@ class Gateway:
         self.audit_path = tmp / "audit.log"
         config = {"audit": {"path": str(self.audit_path)}, **config}
         self.config_path = tmp / "qwengw.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.log_path = tmp / "gunicorn.log"
         self.env = {**os.environ, "QWENGW_CONFIG": str(self.config_path),
                     "QWENGW_BIND": f"127.0.0.1:{self.port}", "QWENGW_WORKERS": str(workers),
@@ -94,7 +94,7 @@ class Gateway:
             time.sleep(0.02)
         raise AssertionError(f"no audit line for {request_id}: {self.audit()[-3:]}")
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
+    def stop(self, sig: int = signal.SIGINT) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:

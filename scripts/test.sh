@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs, then run it. Used by the README and by .ci/run.
+#   bash scripts/test.sh [pytest args...]
+# Needs root (or sudo) for the Debian packages: nginx-light and redis-server, whose binaries the
+# tests start themselves on loopback high ports (the system services are left alone/stopped).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+need_apt=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v jq >/dev/null 2>&1 || need_apt+=(jq)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "installing Debian packages: ${need_apt[*]}"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    # The tests run their own nginx and redis; the distro services are not needed.
+    $SUDO service nginx stop >/dev/null 2>&1 || true
+    $SUDO service redis-server stop >/dev/null 2>&1 || true
+fi
+
+python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+
+# gixy-ng ships a crossplane fork under the same package name, so it gets its own venv.
+GIXY_VENV="${QWENGW_GIXY_VENV:-/opt/gixy-venv}"
+if [ ! -x "$GIXY_VENV/bin/gixy" ]; then
+    $SUDO python3 -m venv "$GIXY_VENV"
+    $SUDO "$GIXY_VENV/bin/pip" install -q --disable-pip-version-check gixy-ng
+fi
+export QWENGW_GIXY="$GIXY_VENV/bin/gixy"
+
+exec python3 -m pytest "$@"
