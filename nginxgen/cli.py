@@ -94,6 +94,8 @@ def cmd_show(ns: argparse.Namespace) -> int:
 
 
 def cmd_lint(ns: argparse.Namespace) -> int:
+    if not Path(ns.file).is_file():
+        raise FileNotFoundError(f"{ns.file}: no such file")
     gw = GatewaySettings.from_yaml(ns.gateway_config) if ns.gateway_config else None
     version = parse_version(ns.nginx_version) if ns.nginx_version else (1, 22, 1)
     findings = lint_file(ns.file, nginx_version=version, gateway=gw)

@@ -132,3 +132,8 @@ def test_cli_lint_clean_site_exits_0(tmp_path: Path, capsys):
     assert main(["show", "--server-name", "a.example"]) == 0
     site.write_text(capsys.readouterr().out)
     assert main(["lint", str(site)]) == 0
+
+
+def test_cli_lint_missing_file_is_a_usage_error(capsys):
+    assert main(["lint", "/nonexistent/site.conf"]) == 2
+    assert "no such file" in capsys.readouterr().err
