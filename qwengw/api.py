@@ -22,7 +22,9 @@ from . import translate
 from .allowlist import client_ip, in_networks
 from .audit import AuditRecord
 from .auth import Identity, extract_key
+from .disconnect import Watcher, watch
 from .errors import (
+    ClientGone,
     Forbidden,
     GatewayError,
     InvalidRequest,
@@ -49,6 +51,8 @@ class RequestCtx:
     upstream: UpstreamStream | None = None
     streaming: bool = False
     finished: bool = False
+    watcher: Watcher | None = None
+    client_gone: bool = False
 
 
 def _state() -> GatewayState:
@@ -141,6 +145,25 @@ def _admit(st: GatewayState, ctx: RequestCtx) -> None:
         raise
 
 
+def _watch_client(ctx: RequestCtx) -> None:
+    """From here on, a client that leaves stops the upstream work (see disconnect.py)."""
+
+    def on_gone(watcher: Watcher) -> None:
+        ctx.client_gone = True
+        if ctx.upstream is not None:
+            ctx.upstream.abort()  # reading lines: close the socket under the read
+        else:
+            watcher.interrupt(ClientGone("the client closed the connection"))  # still connecting
+
+    ctx.watcher = watch(request.environ, on_gone)
+
+
+def _stop_watching(ctx: RequestCtx) -> None:
+    if ctx.watcher is not None:
+        ctx.watcher.stop()
+        ctx.watcher = None
+
+
 def _finish(resp: Response) -> Response:
     ctx: RequestCtx | None = g.get("qwengw")
     if ctx is None:
@@ -162,13 +185,14 @@ def _finish(resp: Response) -> Response:
 
 def _complete(st: GatewayState, ctx: RequestCtx) -> None:
     """Runs once the response is fully sent, or the client has gone: free and record."""
+    _stop_watching(ctx)
     if ctx.upstream is not None:
         ctx.upstream.close()
     if ctx.slot is not None:
         st.limiter.release(ctx.slot)
         ctx.slot = None
     rec = ctx.record
-    if ctx.streaming and not ctx.finished:
+    if ctx.client_gone or (ctx.streaming and not ctx.finished):
         rec.cancelled = True
         rec.status = 499  # nginx's "client closed request", as the issue's logs expect
     rec.duration_ms = round((time.perf_counter() - ctx.started) * 1000, 2)
@@ -219,6 +243,7 @@ def chat_completions() -> Response:
         raise InvalidRequest(f"prompt too long, max {s.request.max_prompt_chars} chars",
                              param="messages", code="context_length_exceeded")
     _admit(st, ctx)
+    _watch_client(ctx)
     up = st.client.stream_chat(req.payload, request_id=rec.request_id, public_model=req.public_model)
     ctx.upstream = up
     rec.upstream = up.host.label
@@ -226,6 +251,7 @@ def chat_completions() -> Response:
     if not req.stream:
         result = translate.aggregate_chat(_lines(up, ctx), completion_id=completion_id,
                                           created=created, model=req.public_model)
+        _stop_watching(ctx)
         _record_usage(ctx, result["usage"])
         return _json_response(result)
 
@@ -239,6 +265,8 @@ def chat_completions() -> Response:
                 for chunk in translator.feed(line):
                     yield _sse(chunk)
             yield b"data: [DONE]\n\n"
+        except ClientGone:
+            return  # nobody is listening; _complete records the cancellation
         except GatewayError as err:
             # Headers are gone already: the error travels as one SSE event, then [DONE].
             rec.error_code = err.code
@@ -246,6 +274,7 @@ def chat_completions() -> Response:
             yield _sse(err.body())
             yield b"data: [DONE]\n\n"
         finally:
+            _stop_watching(ctx)
             _record_usage(ctx, translator.usage)
             up.close()
         ctx.finished = True
@@ -263,8 +292,10 @@ def embeddings() -> Response:
         raise InvalidRequest(f"input too long, max {s.request.max_prompt_chars} chars",
                              param="input", code="context_length_exceeded")
     _admit(st, ctx)
+    _watch_client(ctx)
     native = st.client.call_json("POST", "/api/embed", req.payload, request_id=rec.request_id,
                                  public_model=req.public_model)
+    _stop_watching(ctx)
     result = translate.embeddings_response(native, req)
     rec.prompt_tokens = result["usage"]["prompt_tokens"]
     return _json_response(result)

@@ -96,6 +96,14 @@ class RateLimited(GatewayError):
     code = "rate_limit_exceeded"
 
 
+class ClientGone(GatewayError):
+    """The client closed its connection; nobody will read this (logged as 499)."""
+
+    status = 499
+    type = "invalid_request_error"
+    code = "client_closed_request"
+
+
 class UpstreamError(GatewayError):
     """Ollama answered with a server error (502), or a 4xx passed on with its class."""
 

@@ -30,6 +30,7 @@ from urllib3.exceptions import (
 
 from .config import UpstreamSettings
 from .errors import (
+    ClientGone,
     GatewayError,
     InvalidRequest,
     ModelNotFound,
@@ -133,6 +134,7 @@ class UpstreamStream:
         self.resp = resp
         self.closed = False
         self.completed = False
+        self.aborted = False
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         buf = b""
@@ -140,15 +142,11 @@ class UpstreamStream:
             while True:
                 try:
                     data = self.resp.read1(65536)
-                except ReadTimeoutError:
-                    self.client.events.upstream_error(self.host.label, "idle_timeout")
-                    raise UpstreamTimeout(
-                        "the model stopped sending output for too long; try again") from None
-                except (ProtocolError, HTTPError, OSError):
-                    self.client.events.upstream_error(self.host.label, "stream_broken")
-                    self.host.breaker.failure()
-                    raise UpstreamError("the connection to the model server broke mid-answer") from None
+                except (HTTPError, OSError) as exc:  # ReadTimeoutError is an HTTPError
+                    raise self._read_failed(exc) from None
                 if not data:
+                    if self.aborted:
+                        raise ClientGone("the client closed the connection")
                     break
                 buf += data
                 while b"\n" in buf:
@@ -172,6 +170,16 @@ class UpstreamStream:
         finally:
             self.close()
 
+    def _read_failed(self, exc: BaseException) -> GatewayError:
+        if self.aborted:
+            return ClientGone("the client closed the connection")
+        if isinstance(exc, ReadTimeoutError):
+            self.client.events.upstream_error(self.host.label, "idle_timeout")
+            return UpstreamTimeout("the model stopped sending output for too long; try again")
+        self.client.events.upstream_error(self.host.label, "stream_broken")
+        self.host.breaker.failure()
+        return UpstreamError("the connection to the model server broke mid-answer")
+
     def _complete(self) -> None:
         self.completed = True
         self.host.breaker.success()
@@ -189,6 +197,17 @@ class UpstreamStream:
             msg = _scrub(str(line["error"]), self.client.model_names)
             raise UpstreamError(f"the model failed while generating: {msg}")
         return line
+
+    def abort(self) -> None:
+        """The client left: close the socket under a blocked read (Ollama then stops)."""
+        self.aborted = True
+        conn = getattr(self.resp, "connection", None)
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(2)
+            except OSError:
+                pass
 
     def close(self) -> None:
         if self.closed:
@@ -329,8 +348,12 @@ class OllamaClient:
         try:
             data = json.loads(resp.read())
         except (ValueError, HTTPError, OSError):
+            resp.close()
             host.breaker.failure()
             raise UpstreamError("the model server sent a malformed answer") from None
+        except BaseException:
+            resp.close()  # interrupted (client gone): the connection must not be reused
+            raise
         finally:
             host.inflight -= 1
             resp.release_conn()

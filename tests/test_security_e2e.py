@@ -184,23 +184,29 @@ def test_concurrency_limit_with_open_streams(start_gateway: Any, fake: FakeOllam
     gw = start_gateway(auth_config(fake))
     fake.behave(chunk_delay=0.2, repeat=20)
     headers = {"Authorization": f"Bearer {BOT_KEY}"}
-    streams = [requests.post(gw.url + "/v1/chat/completions", json={**CHAT, "stream": True},
-                             headers=headers, stream=True, timeout=10) for _ in range(2)]
-    for s in streams:
+    # One session per stream: requests.post() would close its session (and socket) on return.
+    sessions = [requests.Session() for _ in range(2)]
+    streams = [sess.post(gw.url + "/v1/chat/completions", json={**CHAT, "stream": True},
+                         headers=headers, stream=True, timeout=10) for sess in sessions]
+    # Keep the line iterators: an abandoned one makes urllib3 close the connection.
+    lines = [s.iter_lines() for s in streams]
+    for s, it in zip(streams, lines, strict=True):
         assert s.status_code == 200
-        next(s.iter_lines())
+        assert next(it).startswith(b"data: ")
     status, _, body = post(gw, headers=headers)
     assert status == 429 and body["error"]["code"] == "concurrency_limit_exceeded"
     other = requests.post(gw.url + "/v1/embeddings", json={"model": "nomic-embed-text", "input": "x"},
                           headers={"X-Api-Key": PLAIN_KEY}, timeout=5)
     assert other.status_code == 200  # another key is not affected
     streams[0].close()
+    sessions[0].close()
     deadline = time.monotonic() + 5
     fake.behave()
     while post(gw, headers=headers)[0] != 200:
         assert time.monotonic() < deadline, "slot not released after the stream ended"
         time.sleep(0.1)
     streams[1].close()
+    sessions[1].close()
 
 
 @pytest.mark.parametrize("policy, while_down", [("closed", 503), ("open", 200)])
