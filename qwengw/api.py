@@ -275,7 +275,10 @@ def chat_completions() -> Response:
             yield b"data: [DONE]\n\n"
         finally:
             _stop_watching(ctx)
-            _record_usage(ctx, translator.usage)
+            if translator.usage is not None:
+                _record_usage(ctx, translator.usage)
+            else:  # cut short: Ollama's counts never came; report the tokens seen so far
+                rec.completion_tokens = translator.output_lines
             up.close()
         ctx.finished = True
 

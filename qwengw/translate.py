@@ -16,7 +16,7 @@ import secrets
 import string
 import struct
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidRequest, ModelNotFound, UpstreamError
@@ -388,7 +388,7 @@ class ChatStream:
     tool_calls: int = 0
     usage: dict[str, int] | None = None
     finish: str | None = None
-    seen_content: bool = field(default=False)
+    output_lines: int = 0  # lines with output: ≈ tokens seen, for an answer cut short
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         if not self.sent_role:
@@ -405,6 +405,8 @@ class ChatStream:
         msg = line.get("message") or {}
         thinking, content = msg.get("thinking") or "", msg.get("content") or ""
         calls = msg.get("tool_calls") or []
+        if thinking or content or calls:
+            self.output_lines += 1
         if thinking:
             yield self._chunk({"reasoning_content": thinking})
         if content or calls:
@@ -413,7 +415,6 @@ class ChatStream:
                 delta["tool_calls"] = [_openai_tool_call(c, self.tool_calls + k)
                                        for k, c in enumerate(calls)]
                 self.tool_calls += len(calls)
-            self.seen_content = True
             yield self._chunk(delta)
         if line.get("done"):
             if not self.sent_role:
