@@ -12,8 +12,14 @@ from typing import Any
 __all__ = ["ConfigError", "Gateway", "GatewayError", "Settings", "create_app", "load_settings"]
 __version__ = "0.1.0"
 
-_WHERE = {"Gateway": "app", "create_app": "app", "ConfigError": "config", "Settings": "config",
-          "load_settings": "config", "GatewayError": "errors"}
+_WHERE = {
+    "Gateway": "app",
+    "create_app": "app",
+    "ConfigError": "config",
+    "Settings": "config",
+    "load_settings": "config",
+    "GatewayError": "errors",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -27,8 +27,9 @@ def in_networks(ip: IPAddress | None, networks: Sequence[IPNetwork]) -> bool:
     return ip is not None and any(ip.version == net.version and ip in net for net in networks)
 
 
-def client_ip(peer: str | None, forwarded_for: str | None, real_ip: str | None,
-              trusted: Sequence[IPNetwork]) -> IPAddress | None:
+def client_ip(
+    peer: str | None, forwarded_for: str | None, real_ip: str | None, trusted: Sequence[IPNetwork]
+) -> IPAddress | None:
     """The socket peer, unless it is a trusted proxy: then the right-most untrusted hop.
 
     Walking from the right stops at the first address we did not put there ourselves, so a

@@ -94,13 +94,17 @@ def _gate() -> None:
     s = st.settings
     peer = request.remote_addr
     trusted = s.whitelist.trusted_proxies
-    ip = client_ip(peer, request.headers.get("X-Forwarded-For"), request.headers.get("X-Real-IP"),
-                   trusted)
+    ip = client_ip(
+        peer, request.headers.get("X-Forwarded-For"), request.headers.get("X-Real-IP"), trusted
+    )
     rid = request.headers.get("X-Request-Id", "")
-    if not (rid and REQUEST_ID.fullmatch(rid) and in_networks(client_ip(peer, None, None, ()), trusted)):
+    if not (
+        rid and REQUEST_ID.fullmatch(rid) and in_networks(client_ip(peer, None, None, ()), trusted)
+    ):
         rid = uuid.uuid4().hex
-    record = AuditRecord(request_id=rid, client_ip=str(ip) if ip else None,
-                         method=request.method, path=request.path)
+    record = AuditRecord(
+        request_id=rid, client_ip=str(ip) if ip else None, method=request.method, path=request.path
+    )
     g.qwengw = ctx = RequestCtx(record, time.perf_counter())
     st.metrics.request_started()
     endpoint = (request.endpoint or "").rsplit(".", 1)[-1]
@@ -136,7 +140,9 @@ def _admit(st: GatewayState, ctx: RequestCtx) -> None:
             decision = st.limiter.hit(identity, ctx.identity.key_id if ctx.identity else None)
             if decision:
                 ctx.decision_headers = decision.headers()
-        limit = (ctx.identity.max_concurrent if ctx.identity else None) or s.rate_limit.max_concurrent
+        limit = (
+            ctx.identity.max_concurrent if ctx.identity else None
+        ) or s.rate_limit.max_concurrent
         if st.limiter.acquire(identity, limit):
             ctx.slot = identity
     except GatewayError as err:
@@ -218,7 +224,12 @@ def _lines(up: UpstreamStream, ctx: RequestCtx) -> Iterator[dict[str, Any]]:
     for line in up:
         if ctx.record.ttft_ms is None:
             msg = line.get("message") or {}
-            if msg.get("content") or msg.get("thinking") or msg.get("tool_calls") or line.get("done"):
+            if (
+                msg.get("content")
+                or msg.get("thinking")
+                or msg.get("tool_calls")
+                or line.get("done")
+            ):
                 ctx.record.ttft_ms = round((time.perf_counter() - ctx.started) * 1000, 2)
         yield line
 
@@ -240,17 +251,23 @@ def chat_completions() -> Response:
     rec = ctx.record
     rec.model, rec.stream, rec.prompt_chars = req.public_model, req.stream, req.prompt_chars
     if req.prompt_chars > s.request.max_prompt_chars:
-        raise InvalidRequest(f"prompt too long, max {s.request.max_prompt_chars} chars",
-                             param="messages", code="context_length_exceeded")
+        raise InvalidRequest(
+            f"prompt too long, max {s.request.max_prompt_chars} chars",
+            param="messages",
+            code="context_length_exceeded",
+        )
     _admit(st, ctx)
     _watch_client(ctx)
-    up = st.client.stream_chat(req.payload, request_id=rec.request_id, public_model=req.public_model)
+    up = st.client.stream_chat(
+        req.payload, request_id=rec.request_id, public_model=req.public_model
+    )
     ctx.upstream = up
     rec.upstream = up.host.label
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if not req.stream:
-        result = translate.aggregate_chat(_lines(up, ctx), completion_id=completion_id,
-                                          created=created, model=req.public_model)
+        result = translate.aggregate_chat(
+            _lines(up, ctx), completion_id=completion_id, created=created, model=req.public_model
+        )
         _stop_watching(ctx)
         _record_usage(ctx, result["usage"])
         return _json_response(result)
@@ -292,12 +309,16 @@ def embeddings() -> Response:
     rec = ctx.record
     rec.model, rec.stream, rec.prompt_chars = req.public_model, False, req.prompt_chars
     if req.prompt_chars > s.request.max_prompt_chars:
-        raise InvalidRequest(f"input too long, max {s.request.max_prompt_chars} chars",
-                             param="input", code="context_length_exceeded")
+        raise InvalidRequest(
+            f"input too long, max {s.request.max_prompt_chars} chars",
+            param="input",
+            code="context_length_exceeded",
+        )
     _admit(st, ctx)
     _watch_client(ctx)
-    native = st.client.call_json("POST", "/api/embed", req.payload, request_id=rec.request_id,
-                                 public_model=req.public_model)
+    native = st.client.call_json(
+        "POST", "/api/embed", req.payload, request_id=rec.request_id, public_model=req.public_model
+    )
     _stop_watching(ctx)
     result = translate.embeddings_response(native, req)
     rec.prompt_tokens = result["usage"]["prompt_tokens"]
@@ -331,15 +352,19 @@ def ready() -> Response:
     hosts = []
     available: set[str] = set()
     for host, tags in st.client.probe():
-        hosts.append({"upstream": host.label, "reachable": tags is not None,
-                      "circuit": host.breaker.state})
+        hosts.append(
+            {"upstream": host.label, "reachable": tags is not None, "circuit": host.breaker.state}
+        )
         for m in (tags or {}).get("models") or []:
             for key in ("model", "name"):
                 if isinstance(m.get(key), str):
                     available.add(m[key])
                     available.add(m[key].removesuffix(":latest"))
-    missing = [public for public, internal in st.settings.models.items()
-               if internal not in available and internal.removesuffix(":latest") not in available]
+    missing = [
+        public
+        for public, internal in st.settings.models.items()
+        if internal not in available and internal.removesuffix(":latest") not in available
+    ]
     ok = any(h["reachable"] for h in hosts) and not missing
     body = {"status": "ready" if ok else "not_ready", "upstreams": hosts, "missing_models": missing}
     return _json_response(body, 200 if ok else 503)

@@ -21,8 +21,11 @@ class Gateway:
     """Flask extension: ``Gateway(config).init_app(app)`` mounts ``/v1/...``, ``/health``,
     ``/ready`` and ``/metrics`` on an existing app; its own routes keep working."""
 
-    def __init__(self, config: str | os.PathLike[str] | Mapping[str, Any] | Settings | None = None,
-                 app: Flask | None = None) -> None:
+    def __init__(
+        self,
+        config: str | os.PathLike[str] | Mapping[str, Any] | Settings | None = None,
+        app: Flask | None = None,
+    ) -> None:
         self.config = config
         if app is not None:
             self.init_app(app)
@@ -55,7 +58,9 @@ def _configure_logging(level: str) -> None:
         logger.propagate = False
 
 
-def create_app(config: str | os.PathLike[str] | Mapping[str, Any] | Settings | None = None) -> Flask:
+def create_app(
+    config: str | os.PathLike[str] | Mapping[str, Any] | Settings | None = None,
+) -> Flask:
     """A Flask app serving only the gateway. ``config``: a YAML path, a dict, ``Settings``, or
     None (then ``$QWENGW_CONFIG``, else built-in defaults)."""
     app = Flask("qwengw")

@@ -38,11 +38,16 @@ def _check_config(args: argparse.Namespace) -> int:
     print(f"  ollama upstreams  {len(s.ollama_urls)}")
     print(f"  models            {', '.join(s.models) or '(all models Ollama has)'}")
     print(f"  auth              {'on' if s.auth.enabled else 'OFF'} ({len(s.auth.keys)} key(s))")
-    print(f"  whitelist         {'on' if s.whitelist.enabled else 'OFF'} ({len(s.whitelist.ips)} "
-          f"network(s), {len(s.whitelist.trusted_proxies)} trusted proxy network(s))")
+    print(
+        f"  whitelist         {'on' if s.whitelist.enabled else 'OFF'} ({len(s.whitelist.ips)} "
+        f"network(s), {len(s.whitelist.trusted_proxies)} trusted proxy network(s))"
+    )
     rl = s.rate_limit
-    print(f"  rate_limit        {'on' if rl.enabled else 'OFF'} ({rl.max_requests}/{rl.window_seconds}s, "
-          f"storage {rl.storage.split('://')[0]}://)")
+    print(
+        f"  rate_limit        {'on' if rl.enabled else 'OFF'} "
+        f"({rl.max_requests}/{rl.window_seconds}s, "
+        f"storage {rl.storage.split('://')[0]}://)"
+    )
     if s.auth.plain_key_count:
         print("  warning: auth.valid_keys stores plain-text keys; use auth.keys with sha256")
     return 0

@@ -141,7 +141,9 @@ class _Checker:
         for key in data:
             if key not in allowed:
                 where = f"{path}.{key}" if path else str(key)
-                self.problems.append(f"{where}: unknown key (allowed: {', '.join(sorted(allowed))})")
+                self.problems.append(
+                    f"{where}: unknown key (allowed: {', '.join(sorted(allowed))})"
+                )
         return data
 
     def get(
@@ -182,8 +184,14 @@ def _kind(value: Any) -> str:
 
 
 def _names(kinds: tuple[type, ...]) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-             list: "a list", dict: "a mapping"}
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "true or false",
+        list: "a list",
+        dict: "a mapping",
+    }
     return " or ".join(names.get(k, k.__name__) for k in kinds if not (k is int and float in kinds))
 
 
@@ -272,8 +280,20 @@ def _keys(ck: _Checker, entries: Any, path: str) -> list[ApiKey]:
 
 def _auth(ck: _Checker, raw: Any, base_dir: Path) -> AuthSettings:
     p = "auth"
-    d = ck.section(raw, p, {"enabled", "header_key", "valid_keys", "keys", "keys_file",
-                            "user_header", "max_failures", "failure_window_seconds"})
+    d = ck.section(
+        raw,
+        p,
+        {
+            "enabled",
+            "header_key",
+            "valid_keys",
+            "keys",
+            "keys_file",
+            "user_header",
+            "max_failures",
+            "failure_window_seconds",
+        },
+    )
     enabled = ck.get(d, p, "enabled", bool, False)
     plain = ck.get(d, p, "valid_keys", list, [])
     keys: list[ApiKey] = []
@@ -304,7 +324,9 @@ def _auth(ck: _Checker, raw: Any, base_dir: Path) -> AuthSettings:
     for dup in sorted({i for i in ids if ids.count(i) > 1}):
         ck.problems.append(f"{p}.keys: id {dup!r} is used more than once")
     if enabled and not keys:
-        ck.problems.append(f"{p}: enabled but no keys are configured (valid_keys, keys or keys_file)")
+        ck.problems.append(
+            f"{p}: enabled but no keys are configured (valid_keys, keys or keys_file)"
+        )
     return AuthSettings(
         enabled=enabled,
         header_key=ck.get(d, p, "header_key", str, "X-Api-Key", _header_name),
@@ -333,8 +355,19 @@ def _whitelist(ck: _Checker, raw: Any) -> WhitelistSettings:
 
 def _storage_uri(value: str) -> str | None:
     scheme = value.split("://", 1)[0] if "://" in value else ""
-    known = {"memory", "redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster",
-             "valkey", "valkeys", "valkey+unix", "valkey+sentinel", "valkey+cluster"}
+    known = {
+        "memory",
+        "redis",
+        "rediss",
+        "redis+unix",
+        "redis+sentinel",
+        "redis+cluster",
+        "valkey",
+        "valkeys",
+        "valkey+unix",
+        "valkey+sentinel",
+        "valkey+cluster",
+    }
     if scheme not in known:
         return "expected memory:// or a redis:// (rediss://, redis+sentinel://, ...) URI"
     return None
@@ -342,15 +375,29 @@ def _storage_uri(value: str) -> str | None:
 
 def _rate_limit(ck: _Checker, raw: Any) -> RateLimitSettings:
     p = "rate_limit"
-    d = ck.section(raw, p, {"enabled", "max_requests", "window_seconds", "storage",
-                            "on_storage_error", "max_concurrent"})
+    d = ck.section(
+        raw,
+        p,
+        {
+            "enabled",
+            "max_requests",
+            "window_seconds",
+            "storage",
+            "on_storage_error",
+            "max_concurrent",
+        },
+    )
     return RateLimitSettings(
         enabled=ck.get(d, p, "enabled", bool, False),
         max_requests=ck.get(d, p, "max_requests", int, 30, _positive),
         window_seconds=ck.get(d, p, "window_seconds", int, 60, _positive),
         storage=ck.get(d, p, "storage", str, "memory://", _storage_uri),
         on_storage_error=ck.get(
-            d, p, "on_storage_error", str, "closed",
+            d,
+            p,
+            "on_storage_error",
+            str,
+            "closed",
             lambda v: None if v in ("open", "closed") else "expected 'open' or 'closed'",
         ),
         max_concurrent=ck.get(d, p, "max_concurrent", int, None, _positive),
@@ -377,8 +424,19 @@ def _audit(ck: _Checker, raw: Any) -> AuditSettings:
 
 def _upstream(ck: _Checker, raw: Any) -> UpstreamSettings:
     p = "upstream"
-    d = ck.section(raw, p, {"connect_timeout", "first_token_timeout", "idle_timeout",
-                            "failure_threshold", "open_seconds", "heartbeat_seconds", "pool_size"})
+    d = ck.section(
+        raw,
+        p,
+        {
+            "connect_timeout",
+            "first_token_timeout",
+            "idle_timeout",
+            "failure_threshold",
+            "open_seconds",
+            "heartbeat_seconds",
+            "pool_size",
+        },
+    )
     num = (int, float)
     return UpstreamSettings(
         connect_timeout=ck.get(d, p, "connect_timeout", num, 3.0, _positive),
@@ -395,12 +453,21 @@ def _models(ck: _Checker, raw: Any) -> Mapping[str, str]:
     if raw is None:
         return MappingProxyType({})
     if not isinstance(raw, dict):
-        ck.problems.append(f"models: expected a mapping of public name → Ollama name, got {_kind(raw)}")
+        ck.problems.append(
+            f"models: expected a mapping of public name → Ollama name, got {_kind(raw)}"
+        )
         return MappingProxyType({})
     out: dict[str, str] = {}
     for public, upstream in raw.items():
-        if not isinstance(public, str) or not public or not isinstance(upstream, str) or not upstream:
-            ck.problems.append(f"models.{public}: expected a non-empty string (the Ollama model name)")
+        if (
+            not isinstance(public, str)
+            or not public
+            or not isinstance(upstream, str)
+            or not upstream
+        ):
+            ck.problems.append(
+                f"models.{public}: expected a non-empty string (the Ollama model name)"
+            )
             continue
         out[public] = upstream
     return MappingProxyType(out)
@@ -424,12 +491,26 @@ def _ollama_urls(ck: _Checker, raw: Any) -> tuple[str, ...]:
     return tuple(urls) or ("http://127.0.0.1:11434",)
 
 
-TOP_LEVEL = {"listen", "ollama_api", "log_level", "workers", "models", "auth", "whitelist",
-             "rate_limit", "request", "audit", "upstream", "metrics"}
+TOP_LEVEL = {
+    "listen",
+    "ollama_api",
+    "log_level",
+    "workers",
+    "models",
+    "auth",
+    "whitelist",
+    "rate_limit",
+    "request",
+    "audit",
+    "upstream",
+    "metrics",
+}
 
 
-def settings_from_dict(raw: Any, *, source: str = "configuration", base_dir: Path | None = None) -> Settings:
-    """Validate a parsed YAML document into ``Settings``; raise ``ConfigError`` listing every problem."""
+def settings_from_dict(
+    raw: Any, *, source: str = "configuration", base_dir: Path | None = None
+) -> Settings:
+    """Validate a parsed YAML document into ``Settings``; ``ConfigError`` lists every problem."""
     ck = _Checker()
     d = ck.section(raw if raw is not None else {}, "", TOP_LEVEL)
     host, port = "127.0.0.1", 18789
@@ -439,16 +520,27 @@ def settings_from_dict(raw: Any, *, source: str = "configuration", base_dir: Pat
             host, port = parse_listen(listen)
         except ValueError as exc:
             ck.problems.append(f"listen: {exc}")
-    urls = _ollama_urls(ck, d["ollama_api"]) if d.get("ollama_api") is not None else ("http://127.0.0.1:11434",)
+    urls = (
+        _ollama_urls(ck, d["ollama_api"])
+        if d.get("ollama_api") is not None
+        else ("http://127.0.0.1:11434",)
+    )
     metrics_raw = ck.section(d.get("metrics"), "metrics", {"enabled"})
     settings = Settings(
         listen_host=host,
         listen_port=port,
         ollama_urls=urls,
         log_level=ck.get(
-            d, "", "log_level", str, "info",
-            lambda v: None if v.lower() in ("debug", "info", "warning", "error", "critical")
-            else "expected one of debug, info, warning, error, critical",
+            d,
+            "",
+            "log_level",
+            str,
+            "info",
+            lambda v: (
+                None
+                if v.lower() in ("debug", "info", "warning", "error", "critical")
+                else "expected one of debug, info, warning, error, critical"
+            ),
         ).lower(),
         workers=ck.get(d, "", "workers", int, 2, _positive),
         models=_models(ck, d.get("models")),
@@ -465,7 +557,9 @@ def settings_from_dict(raw: Any, *, source: str = "configuration", base_dir: Pat
     return settings
 
 
-def load_settings(config: str | os.PathLike[str] | Mapping[str, Any] | Settings | None = None) -> Settings:
+def load_settings(
+    config: str | os.PathLike[str] | Mapping[str, Any] | Settings | None = None,
+) -> Settings:
     """Settings from a path, a dict, a ready ``Settings``, or ``$QWENGW_CONFIG``, else defaults."""
     if isinstance(config, Settings):
         return config

@@ -76,6 +76,9 @@ def _check_ollama(server, settings: Settings) -> None:
             server.log.warning(
                 "Ollama is not reachable at %s (%s). The gateway is up, but model requests will "
                 "get 503 until it is: start it (`ollama serve`, or `systemctl start ollama`) or "
-                "set ollama_api in the config.", url, exc.strerror or exc)
+                "set ollama_api in the config.",
+                url,
+                exc.strerror or exc,
+            )
         else:
             server.log.info("Ollama reachable at %s", url)

@@ -21,8 +21,23 @@ log = logging.getLogger("qwengw.metrics")
 ROUTES = {"/v1/chat/completions", "/v1/embeddings", "/v1/models", "/health", "/ready", "/metrics"}
 CIRCUIT_VALUE = {"closed": 0, "half_open": 1, "open": 2}
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144)
-TIME_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96,
-                81.92, 163.84)
+TIME_BUCKETS = (
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+    81.92,
+    163.84,
+)
 
 
 def route_label(path: str) -> str:
@@ -62,30 +77,61 @@ class PrometheusMetrics(NullMetrics):
         # Own registry: two apps in one process (tests, embedding) do not collide.
         self.registry = None if self.multiprocess else pc.CollectorRegistry()
         reg: dict[str, Any] = {"registry": self.registry}
-        self.requests = pc.Counter("qwengw_requests", "Requests by route, public model and status",
-                                   ["route", "model", "status"], **reg)
-        self.duration = pc.Histogram("qwengw_request_duration_seconds", "Request duration",
-                                     ["route"], buckets=TIME_BUCKETS, **reg)
-        self.ttft = pc.Histogram("gen_ai_server_time_to_first_token_seconds",
-                                 "Time to the first generated token", ["gen_ai_request_model"],
-                                 buckets=TIME_BUCKETS, **reg)
-        self.tokens = pc.Histogram("gen_ai_client_token_usage", "Tokens per request",
-                                   ["gen_ai_request_model", "gen_ai_token_type"],
-                                   buckets=TOKEN_BUCKETS, **reg)
-        self.inflight = pc.Gauge("qwengw_inflight_requests", "Requests being served",
-                                 multiprocess_mode="livesum", **reg)
-        self.rate = pc.Counter("qwengw_rate_limited", "Requests rejected by a limit", ["reason"], **reg)
-        self.auth = pc.Counter("qwengw_auth_rejected", "Requests rejected for a missing/invalid key",
-                               **reg)
-        self.upstream_errors = pc.Counter("qwengw_upstream_errors", "Upstream failures by kind",
-                                          ["upstream", "kind"], **reg)
-        self.circuit = pc.Gauge("qwengw_circuit_state", "Circuit per upstream (0 closed, 1 half-open,"
-                                " 2 open; worst worker)", ["upstream"], multiprocess_mode="livemax",
-                                **reg)
-        self.transitions = pc.Counter("qwengw_circuit_transitions", "Circuit state changes",
-                                      ["upstream", "to"], **reg)
-        self.cancelled = pc.Counter("qwengw_cancelled_requests",
-                                    "Requests whose client left before the end", ["route"], **reg)
+        self.requests = pc.Counter(
+            "qwengw_requests",
+            "Requests by route, public model and status",
+            ["route", "model", "status"],
+            **reg,
+        )
+        self.duration = pc.Histogram(
+            "qwengw_request_duration_seconds",
+            "Request duration",
+            ["route"],
+            buckets=TIME_BUCKETS,
+            **reg,
+        )
+        self.ttft = pc.Histogram(
+            "gen_ai_server_time_to_first_token_seconds",
+            "Time to the first generated token",
+            ["gen_ai_request_model"],
+            buckets=TIME_BUCKETS,
+            **reg,
+        )
+        self.tokens = pc.Histogram(
+            "gen_ai_client_token_usage",
+            "Tokens per request",
+            ["gen_ai_request_model", "gen_ai_token_type"],
+            buckets=TOKEN_BUCKETS,
+            **reg,
+        )
+        self.inflight = pc.Gauge(
+            "qwengw_inflight_requests", "Requests being served", multiprocess_mode="livesum", **reg
+        )
+        self.rate = pc.Counter(
+            "qwengw_rate_limited", "Requests rejected by a limit", ["reason"], **reg
+        )
+        self.auth = pc.Counter(
+            "qwengw_auth_rejected", "Requests rejected for a missing/invalid key", **reg
+        )
+        self.upstream_errors = pc.Counter(
+            "qwengw_upstream_errors", "Upstream failures by kind", ["upstream", "kind"], **reg
+        )
+        self.circuit = pc.Gauge(
+            "qwengw_circuit_state",
+            "Circuit per upstream (0 closed, 1 half-open, 2 open; worst worker)",
+            ["upstream"],
+            multiprocess_mode="livemax",
+            **reg,
+        )
+        self.transitions = pc.Counter(
+            "qwengw_circuit_transitions", "Circuit state changes", ["upstream", "to"], **reg
+        )
+        self.cancelled = pc.Counter(
+            "qwengw_cancelled_requests",
+            "Requests whose client left before the end",
+            ["route"],
+            **reg,
+        )
         for name in upstreams:
             self.circuit.labels(name).set(0)
 
@@ -138,6 +184,8 @@ def build_metrics(enabled: bool, upstreams: list[str]) -> NullMetrics:
     try:
         return PrometheusMetrics(upstreams)
     except ImportError:
-        log.warning("metrics.enabled is true but prometheus-client is not installed; "
-                    "pip install 'qwengw[metrics]' to serve /metrics")
+        log.warning(
+            "metrics.enabled is true but prometheus-client is not installed; "
+            "pip install 'qwengw[metrics]' to serve /metrics"
+        )
         return NullMetrics()

@@ -44,7 +44,10 @@ def _storage_options(uri: str) -> dict[str, float | bool | object]:
     if uri.startswith("memory"):
         return {}
     # redis-py waits 5 s and retries 10 times by default: a hung Redis would stall every request.
-    opts: dict[str, float | bool | object] = {"socket_connect_timeout": 0.25, "socket_timeout": 0.25}
+    opts: dict[str, float | bool | object] = {
+        "socket_connect_timeout": 0.25,
+        "socket_timeout": 0.25,
+    }
     try:
         from redis.backoff import NoBackoff
         from redis.retry import Retry
@@ -58,20 +61,26 @@ def _storage_options(uri: str) -> dict[str, float | bool | object]:
 class Limiter:
     """Owns the storage and answers: may this caller start a request now?"""
 
-    def __init__(self, rl: RateLimitSettings, auth: AuthSettings,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, rl: RateLimitSettings, auth: AuthSettings, clock: Callable[[], float] = time.time
+    ) -> None:
         self.settings = rl
         self.clock = clock
-        self.storage = storage_from_string(rl.storage, wrap_exceptions=True, **_storage_options(rl.storage))
+        self.storage = storage_from_string(
+            rl.storage, wrap_exceptions=True, **_storage_options(rl.storage)
+        )
         self.window = MovingWindowRateLimiter(self.storage)
-        self.default_item: RateLimitItem = RateLimitItemPerSecond(rl.max_requests, rl.window_seconds)
+        self.default_item: RateLimitItem = RateLimitItemPerSecond(
+            rl.max_requests, rl.window_seconds
+        )
         self.key_items = {k.id: parse_many(k.rate_limit) for k in auth.keys if k.rate_limit}
         self.auth_item = RateLimitItemPerSecond(auth.max_failures, auth.failure_window_seconds)
         self.fail_open = rl.on_storage_error == "open"
         self._down_until = 0.0
         self._storage_was_down = False
 
-    # -- storage health: a short pause after a failure so a hung Redis costs one timeout, not one per request
+    # -- storage health: pause briefly after a failure, so that a hung Redis costs one timeout,
+    # not one per request
     def _call(self, fn: Callable[[], object]) -> object:
         now = time.monotonic()
         if now < self._down_until:
@@ -81,8 +90,10 @@ class Limiter:
         except StorageError:
             self._down_until = time.monotonic() + 1.0
             if not self._storage_was_down:
-                log.error("rate-limit storage unavailable; failing %s",
-                          "open" if self.fail_open else "closed")
+                log.error(
+                    "rate-limit storage unavailable; failing %s",
+                    "open" if self.fail_open else "closed",
+                )
             self._storage_was_down = True
             raise
         if self._storage_was_down:
@@ -92,8 +103,10 @@ class Limiter:
 
     def _storage_failed(self) -> None:
         if not self.fail_open:
-            raise ServiceUnavailable("rate limiting is temporarily unavailable; retry shortly",
-                                     headers={"Retry-After": "1"})
+            raise ServiceUnavailable(
+                "rate limiting is temporarily unavailable; retry shortly",
+                headers={"Retry-After": "1"},
+            )
 
     def hit(self, identity: str, key_id: str | None) -> Decision | None:
         """Count one request for ``identity``; raise ``RateLimited`` when over the limit."""
@@ -102,7 +115,9 @@ class Limiter:
             decision: Decision | None = None
             for item in items:
                 allowed = self._call(lambda item=item: self.window.hit(item, "req", identity))
-                stats = self._call(lambda item=item: self.window.get_window_stats(item, "req", identity))
+                stats = self._call(
+                    lambda item=item: self.window.get_window_stats(item, "req", identity)
+                )
                 reset = max(1, math.ceil(stats.reset_time - self.clock()))  # type: ignore[attr-defined]
                 d = Decision(item.amount, stats.remaining, reset)  # type: ignore[attr-defined]
                 if not allowed:
@@ -130,7 +145,9 @@ class Limiter:
                 self._call(lambda: self.storage.incr(key, CONCURRENCY_TTL, -1))
                 raise RateLimited(
                     f"too many requests in flight for this key (max {limit}); retry when one ends",
-                    code="concurrency_limit_exceeded", headers={"Retry-After": "1"})
+                    code="concurrency_limit_exceeded",
+                    headers={"Retry-After": "1"},
+                )
         except StorageError:
             self._storage_failed()
             return False
@@ -148,10 +165,15 @@ class Limiter:
     def auth_blocked(self, ip: str) -> None:
         try:
             if not self._call(lambda: self.window.test(self.auth_item, "authfail", ip)):
-                stats = self._call(lambda: self.window.get_window_stats(self.auth_item, "authfail", ip))
+                stats = self._call(
+                    lambda: self.window.get_window_stats(self.auth_item, "authfail", ip)
+                )
                 reset = max(1, math.ceil(stats.reset_time - self.clock()))  # type: ignore[attr-defined]
-                raise RateLimited("too many failed authentication attempts; retry later",
-                                  code="too_many_auth_failures", headers={"Retry-After": str(reset)})
+                raise RateLimited(
+                    "too many failed authentication attempts; retry later",
+                    code="too_many_auth_failures",
+                    headers={"Retry-After": str(reset)},
+                )
         except StorageError:
             self._storage_failed()
 

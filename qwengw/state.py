@@ -28,21 +28,33 @@ class GatewayState:
     def build(cls, settings: Settings) -> GatewayState:
         labels = [f"ollama-{i + 1}" for i in range(len(settings.ollama_urls))]
         metrics = build_metrics(settings.metrics.enabled, labels)
-        events = Events(upstream_error=metrics.upstream_error, circuit_change=metrics.circuit_change)
+        events = Events(
+            upstream_error=metrics.upstream_error, circuit_change=metrics.circuit_change
+        )
         client = OllamaClient(settings.ollama_urls, settings.upstream, settings.models, events)
         audit = AuditLog(settings.audit.path) if settings.audit.enabled else None
-        return cls(settings, client, Keyring(settings.auth.keys),
-                   Limiter(settings.rate_limit, settings.auth), audit, metrics)
+        return cls(
+            settings,
+            client,
+            Keyring(settings.auth.keys),
+            Limiter(settings.rate_limit, settings.auth),
+            audit,
+            metrics,
+        )
 
     def startup_warnings(self, workers: int) -> list[str]:
         s = self.settings
         out = []
         if s.auth.plain_key_count:
-            out.append(f"auth.valid_keys holds {s.auth.plain_key_count} plain-text key(s); store "
-                       "hashes instead (auth.keys with sha256 from `qwengw hash-key`)")
+            out.append(
+                f"auth.valid_keys holds {s.auth.plain_key_count} plain-text key(s); store "
+                "hashes instead (auth.keys with sha256 from `qwengw hash-key`)"
+            )
         if s.rate_limit.enabled and s.rate_limit.storage.startswith("memory") and workers > 1:
-            out.append(f"rate_limit.storage is memory:// with {workers} workers: limits are per "
-                       "worker (up to {workers}x the configured rate); use redis:// for exact limits")
+            out.append(
+                f"rate_limit.storage is memory:// with {workers} workers: limits are per "
+                "worker (up to {workers}x the configured rate); use redis:// for exact limits"
+            )
         if not s.auth.enabled:
             out.append("auth is disabled: anyone who can reach the gateway can use the model")
         return out

@@ -24,13 +24,28 @@ from .errors import InvalidRequest, ModelNotFound, UpstreamError
 ROLES = {"system", "developer", "user", "assistant", "tool"}
 # What `reasoning_effort` means natively (Ollama's own table, openai/openai.go).
 EFFORT_TO_THINK: dict[str, bool | str] = {
-    "none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high",
-    "max": "max", "xhigh": "max", "ultra": "max",
+    "none": False,
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "max": "max",
+    "xhigh": "max",
+    "ultra": "max",
 }
 THINK_LEVELS = {"low", "medium", "high", "max"}
 # OpenAI fields we accept and deliberately do not forward (no effect on a single-choice answer).
-IGNORED_FIELDS = {"user", "store", "metadata", "service_tier", "parallel_tool_calls",
-                  "stream_options", "prompt_cache_key", "safety_identifier", "verbosity"}
+IGNORED_FIELDS = {
+    "user",
+    "store",
+    "metadata",
+    "service_tier",
+    "parallel_tool_calls",
+    "stream_options",
+    "prompt_cache_key",
+    "safety_identifier",
+    "verbosity",
+}
 DATA_URL = re.compile(r"data:(?:image/(?:png|jpeg|jpg|webp|gif)|)(?:;[^,;]*)*;base64,(.*)", re.S)
 _ALNUM = string.ascii_lowercase + string.digits
 
@@ -82,7 +97,9 @@ def _image_from_part(part: Mapping[str, Any], where: str) -> str:
     image = part.get("image_url")
     url = image.get("url") if isinstance(image, dict) else image
     if not isinstance(url, str) or not url:
-        raise InvalidRequest(f"'{where}.image_url.url' must be a data URL", param=f"{where}.image_url")
+        raise InvalidRequest(
+            f"'{where}.image_url.url' must be a data URL", param=f"{where}.image_url"
+        )
     if url.startswith(("http://", "https://")):
         # Fetching URLs for clients would make the gateway an SSRF vector into the LAN.
         raise InvalidRequest(
@@ -91,7 +108,9 @@ def _image_from_part(part: Mapping[str, Any], where: str) -> str:
         )
     m = DATA_URL.fullmatch(url)
     if not m:
-        raise InvalidRequest("image must be a data:image/...;base64, URL", param=f"{where}.image_url")
+        raise InvalidRequest(
+            "image must be a data:image/...;base64, URL", param=f"{where}.image_url"
+        )
     data = m.group(1).strip()
     try:
         base64.b64decode(data, validate=True)
@@ -108,8 +127,9 @@ def _content(msg: Mapping[str, Any], where: str) -> tuple[str, list[str]]:
     if isinstance(content, str):
         return content, []
     if not isinstance(content, list):
-        raise InvalidRequest(f"'{where}.content' must be a string or an array of parts",
-                             param=f"{where}.content")
+        raise InvalidRequest(
+            f"'{where}.content' must be a string or an array of parts", param=f"{where}.content"
+        )
     texts: list[str] = []
     images: list[str] = []
     for j, part in enumerate(content):
@@ -144,11 +164,13 @@ def _tool_calls_to_ollama(calls: Any, where: str) -> tuple[list[dict[str, Any]],
             try:
                 args = json.loads(args) if args.strip() else {}
             except ValueError:
-                raise InvalidRequest(f"'{cw}.function.arguments' is not valid JSON",
-                                     param=f"{cw}.function.arguments") from None
+                raise InvalidRequest(
+                    f"'{cw}.function.arguments' is not valid JSON", param=f"{cw}.function.arguments"
+                ) from None
         if not isinstance(args, dict):
-            raise InvalidRequest(f"'{cw}.function.arguments' must be a JSON object",
-                                 param=f"{cw}.function.arguments")
+            raise InvalidRequest(
+                f"'{cw}.function.arguments' must be a JSON object", param=f"{cw}.function.arguments"
+            )
         item: dict[str, Any] = {"function": {"index": k, "name": fn["name"], "arguments": args}}
         if isinstance(call.get("id"), str):
             item["id"] = call["id"]
@@ -169,7 +191,9 @@ def _messages_to_ollama(messages: Any) -> tuple[list[dict[str, Any]], int]:
             raise InvalidRequest(f"'{where}' must be an object", param=where)
         role = msg.get("role")
         if role not in ROLES:
-            raise InvalidRequest(f"'{where}.role' must be one of {sorted(ROLES)}", param=f"{where}.role")
+            raise InvalidRequest(
+                f"'{where}.role' must be one of {sorted(ROLES)}", param=f"{where}.role"
+            )
         text, images = _content(msg, where)
         if msg.get("content") is None and not (role == "assistant" and msg.get("tool_calls")):
             raise InvalidRequest(f"'{where}.content' is required", param=f"{where}.content")
@@ -187,7 +211,9 @@ def _messages_to_ollama(messages: Any) -> tuple[list[dict[str, Any]], int]:
                 out["thinking"] = thinking
         if role == "tool":
             call_id = msg.get("tool_call_id")
-            name = msg.get("name") or (call_names.get(call_id) if isinstance(call_id, str) else None)
+            name = msg.get("name") or (
+                call_names.get(call_id) if isinstance(call_id, str) else None
+            )
             if isinstance(name, str):
                 out["tool_name"] = name
             if isinstance(call_id, str):
@@ -205,9 +231,15 @@ def _tools(body: Mapping[str, Any]) -> list[dict[str, Any]] | None:
         raise InvalidRequest("'tools' must be an array", param="tools")
     for i, tool in enumerate(tools):
         fn = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(tool, dict) or tool.get("type", "function") != "function" \
-                or not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise InvalidRequest(f"'tools[{i}]' must be a function with a name", param=f"tools[{i}]")
+        if (
+            not isinstance(tool, dict)
+            or tool.get("type", "function") != "function"
+            or not isinstance(fn, dict)
+            or not isinstance(fn.get("name"), str)
+        ):
+            raise InvalidRequest(
+                f"'tools[{i}]' must be a function with a name", param=f"tools[{i}]"
+            )
     if choice in (None, "auto"):
         return tools or None
     if choice == "none":
@@ -219,8 +251,9 @@ def _tools(body: Mapping[str, Any]) -> list[dict[str, Any]] | None:
         if not chosen:
             raise InvalidRequest(f"tool_choice names unknown tool {name!r}", param="tool_choice")
         return chosen
-    raise InvalidRequest("tool_choice 'required' cannot be honoured by Ollama; use 'auto'",
-                         param="tool_choice")
+    raise InvalidRequest(
+        "tool_choice 'required' cannot be honoured by Ollama; use 'auto'", param="tool_choice"
+    )
 
 
 def _think(body: Mapping[str, Any]) -> bool | str | None:
@@ -236,8 +269,9 @@ def _think(body: Mapping[str, Any]) -> bool | str | None:
     if effort is None:
         return None
     if effort not in EFFORT_TO_THINK:
-        raise InvalidRequest(f"'reasoning_effort' must be one of {sorted(EFFORT_TO_THINK)}",
-                             param="reasoning_effort")
+        raise InvalidRequest(
+            f"'reasoning_effort' must be one of {sorted(EFFORT_TO_THINK)}", param="reasoning_effort"
+        )
     return EFFORT_TO_THINK[effort]
 
 
@@ -254,11 +288,13 @@ def _format(body: Mapping[str, Any]) -> str | dict[str, Any] | None:
         schema = rf.get("json_schema")
         schema = schema.get("schema") if isinstance(schema, dict) else None
         if not isinstance(schema, dict):
-            raise InvalidRequest("'response_format.json_schema.schema' must be an object",
-                                 param="response_format")
+            raise InvalidRequest(
+                "'response_format.json_schema.schema' must be an object", param="response_format"
+            )
         return schema
-    raise InvalidRequest("'response_format.type' must be text, json_object or json_schema",
-                         param="response_format")
+    raise InvalidRequest(
+        "'response_format.type' must be text, json_object or json_schema", param="response_format"
+    )
 
 
 def _unsupported(body: Mapping[str, Any]) -> None:
@@ -296,8 +332,14 @@ def chat_request_to_ollama(body: Any, models: Mapping[str, str]) -> ChatRequest:
         max_tokens = _integer(body, "max_tokens", 1)
     if max_tokens is not None:
         options["num_predict"] = max_tokens
-    for name, lo, hi in (("temperature", 0, 2), ("top_p", 0, 1), ("frequency_penalty", -2, 2),
-                         ("presence_penalty", -2, 2), ("min_p", 0, 1), ("repeat_penalty", 0, None)):
+    for name, lo, hi in (
+        ("temperature", 0, 2),
+        ("top_p", 0, 1),
+        ("frequency_penalty", -2, 2),
+        ("presence_penalty", -2, 2),
+        ("min_p", 0, 1),
+        ("repeat_penalty", 0, None),
+    ):
         value = _number(body, name, lo, hi)
         if value is not None:
             options[name] = value
@@ -349,14 +391,15 @@ def _openai_tool_call(native: Mapping[str, Any], index: int) -> dict[str, Any]:
         "type": "function",
         "function": {
             "name": fn.get("name", ""),
-            "arguments": args if isinstance(args, str) else json.dumps(args, ensure_ascii=False,
-                                                                       separators=(",", ":")),
+            "arguments": args
+            if isinstance(args, str)
+            else json.dumps(args, ensure_ascii=False, separators=(",", ":")),
         },
     }
 
 
 def finish_reason(done_reason: Any, saw_tool_call: bool) -> str:
-    """``length`` wins; a tool call turns ``stop`` into ``tool_calls``; anything else is ``stop``."""
+    """``length`` wins; a tool call turns ``stop`` into ``tool_calls``; else ``stop``."""
     if done_reason == "length":
         return "length"
     return "tool_calls" if saw_tool_call else "stop"
@@ -365,15 +408,19 @@ def finish_reason(done_reason: Any, saw_tool_call: bool) -> str:
 def usage_from(final: Mapping[str, Any]) -> dict[str, int]:
     prompt = int(final.get("prompt_eval_count") or 0)
     completion = int(final.get("eval_count") or 0)
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
 
 
 def check_line(line: Mapping[str, Any]) -> None:
     """A native ``{"error": ...}`` line ends the stream with that error."""
     if "error" in line:
-        raise UpstreamError(f"the model failed while generating: {line['error']}",
-                            code="upstream_error")
+        raise UpstreamError(
+            f"the model failed while generating: {line['error']}", code="upstream_error"
+        )
 
 
 @dataclass
@@ -395,10 +442,13 @@ class ChatStream:
             delta = {"role": "assistant", **delta}
             delta.setdefault("content", "")
             self.sent_role = True
-        return {"id": self.completion_id, "object": "chat.completion.chunk",
-                "created": self.created, "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                             "finish_reason": finish}]}
+        return {
+            "id": self.completion_id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
 
     def feed(self, line: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
         check_line(line)
@@ -412,8 +462,9 @@ class ChatStream:
         if content or calls:
             delta: dict[str, Any] = {"content": content} if content else {}
             if calls:
-                delta["tool_calls"] = [_openai_tool_call(c, self.tool_calls + k)
-                                       for k, c in enumerate(calls)]
+                delta["tool_calls"] = [
+                    _openai_tool_call(c, self.tool_calls + k) for k, c in enumerate(calls)
+                ]
                 self.tool_calls += len(calls)
             yield self._chunk(delta)
         if line.get("done"):
@@ -423,13 +474,19 @@ class ChatStream:
             self.usage = usage_from(line)
             yield self._chunk({}, self.finish)
             if self.include_usage:
-                yield {"id": self.completion_id, "object": "chat.completion.chunk",
-                       "created": self.created, "model": self.model, "choices": [],
-                       "usage": self.usage}
+                yield {
+                    "id": self.completion_id,
+                    "object": "chat.completion.chunk",
+                    "created": self.created,
+                    "model": self.model,
+                    "choices": [],
+                    "usage": self.usage,
+                }
 
 
-def aggregate_chat(lines: Iterable[Mapping[str, Any]], *, completion_id: str, created: int,
-                   model: str) -> dict[str, Any]:
+def aggregate_chat(
+    lines: Iterable[Mapping[str, Any]], *, completion_id: str, created: int, model: str
+) -> dict[str, Any]:
     """Fold native stream lines into one OpenAI ``chat.completion``."""
     content: list[str] = []
     thinking: list[str] = []
@@ -454,9 +511,18 @@ def aggregate_chat(lines: Iterable[Mapping[str, Any]], *, completion_id: str, cr
     if any(thinking):
         message["reasoning_content"] = "".join(thinking)
     return {
-        "id": completion_id, "object": "chat.completion", "created": created, "model": model,
-        "choices": [{"index": 0, "message": message, "logprobs": None,
-                     "finish_reason": finish_reason(final.get("done_reason"), bool(calls))}],
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": finish_reason(final.get("done_reason"), bool(calls)),
+            }
+        ],
         "usage": usage_from(final),
     }
 
@@ -484,11 +550,22 @@ def models_list(tags: Mapping[str, Any], models: Mapping[str, str]) -> list[dict
             if isinstance(e.get(key), str):
                 by_name.setdefault(e[key], e)
     if models:
-        pairs = [(public, by_name.get(up) or by_name.get(f"{up}:latest")) for public, up in models.items()]
+        pairs = [
+            (public, by_name.get(up) or by_name.get(f"{up}:latest"))
+            for public, up in models.items()
+        ]
     else:
         pairs = [(e.get("model") or e.get("name"), e) for e in entries]
-    return [{"id": name, "object": "model", "created": _created((e or {}).get("modified_at")),
-             "owned_by": "ollama"} for name, e in pairs if isinstance(name, str)]
+    return [
+        {
+            "id": name,
+            "object": "model",
+            "created": _created((e or {}).get("modified_at")),
+            "owned_by": "ollama",
+        }
+        for name, e in pairs
+        if isinstance(name, str)
+    ]
 
 
 @dataclass(frozen=True)
@@ -511,10 +588,14 @@ def embeddings_request_to_ollama(body: Any, models: Mapping[str, str]) -> Embedd
     elif isinstance(inp, list) and inp and all(isinstance(s, str) for s in inp):
         chars = sum(len(s) for s in inp)
     else:
-        raise InvalidRequest("'input' must be a string or a non-empty array of strings", param="input")
+        raise InvalidRequest(
+            "'input' must be a string or a non-empty array of strings", param="input"
+        )
     fmt = body.get("encoding_format", "float")
     if fmt not in ("float", "base64"):
-        raise InvalidRequest("'encoding_format' must be 'float' or 'base64'", param="encoding_format")
+        raise InvalidRequest(
+            "'encoding_format' must be 'float' or 'base64'", param="encoding_format"
+        )
     payload: dict[str, Any] = {"model": resolve_model(model, models), "input": inp}
     dims = _integer(body, "dimensions", 1)
     if dims is not None:
@@ -531,5 +612,9 @@ def embeddings_response(native: Mapping[str, Any], req: EmbeddingRequest) -> dic
             emb = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode("ascii")
         data.append({"object": "embedding", "index": i, "embedding": emb})
     prompt = int(native.get("prompt_eval_count") or 0)
-    return {"object": "list", "data": data, "model": req.public_model,
-            "usage": {"prompt_tokens": prompt, "total_tokens": prompt}}
+    return {
+        "object": "list",
+        "data": data,
+        "model": req.public_model,
+        "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
+    }

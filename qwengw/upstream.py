@@ -51,9 +51,13 @@ class CircuitBreaker:
     put another dependency on the hot path. Under gevent nothing here yields, so no lock.
     """
 
-    def __init__(self, threshold: int, open_seconds: float,
-                 clock: Callable[[], float] = time.monotonic,
-                 on_change: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        threshold: int,
+        open_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.threshold = threshold
         self.open_seconds = open_seconds
         self.clock = clock
@@ -235,12 +239,25 @@ class OllamaClient:
     clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
-        self.pool = urllib3.PoolManager(num_pools=max(4, len(self.urls)),
-                                        maxsize=self.settings.pool_size, block=False, retries=False)
+        self.pool = urllib3.PoolManager(
+            num_pools=max(4, len(self.urls)),
+            maxsize=self.settings.pool_size,
+            block=False,
+            retries=False,
+        )
         self.hosts = [
-            Host(url, f"ollama-{i + 1}", CircuitBreaker(
-                self.settings.failure_threshold, self.settings.open_seconds, self.clock,
-                on_change=lambda old, new, label=f"ollama-{i + 1}": self._circuit(label, old, new)))
+            Host(
+                url,
+                f"ollama-{i + 1}",
+                CircuitBreaker(
+                    self.settings.failure_threshold,
+                    self.settings.open_seconds,
+                    self.clock,
+                    on_change=lambda old, new, label=f"ollama-{i + 1}": self._circuit(
+                        label, old, new
+                    ),
+                ),
+            )
             for i, url in enumerate(self.urls)
         ]
 
@@ -249,16 +266,28 @@ class OllamaClient:
         self.events.circuit_change(label, old, new)
 
     def _pick(self, exclude: set[str]) -> Host:
-        candidates = sorted((h for h in self.hosts if h.url not in exclude), key=lambda h: h.inflight)
+        candidates = sorted(
+            (h for h in self.hosts if h.url not in exclude), key=lambda h: h.inflight
+        )
         for host in candidates:
             if host.breaker.allow():
                 return host
         retry = min((h.breaker.retry_after() for h in self.hosts), default=1)
-        raise UpstreamUnavailable("the model server is temporarily unavailable; retry shortly",
-                                  headers={"Retry-After": str(retry)})
+        raise UpstreamUnavailable(
+            "the model server is temporarily unavailable; retry shortly",
+            headers={"Retry-After": str(retry)},
+        )
 
-    def _request(self, method: str, path: str, body: Any, *, read_timeout: float,
-                 request_id: str | None, public_model: str | None) -> tuple[Host, urllib3.BaseHTTPResponse]:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        *,
+        read_timeout: float,
+        request_id: str | None,
+        public_model: str | None,
+    ) -> tuple[Host, urllib3.BaseHTTPResponse]:
         """Send, retrying once on another host when the connection could not be made."""
         tried: set[str] = set()
         headers = {"Content-Type": "application/json"}
@@ -271,28 +300,39 @@ class OllamaClient:
             timeout = urllib3.Timeout(connect=self.settings.connect_timeout, read=read_timeout)
             host.inflight += 1
             try:
-                resp = self.pool.request(method, host.url + path, body=payload, headers=headers,
-                                         timeout=timeout, preload_content=False, redirect=False)
+                resp = self.pool.request(
+                    method,
+                    host.url + path,
+                    body=payload,
+                    headers=headers,
+                    timeout=timeout,
+                    preload_content=False,
+                    redirect=False,
+                )
             except (NewConnectionError, ConnectTimeoutError, MaxRetryError, ProtocolError) as exc:
                 host.inflight -= 1
                 host.breaker.failure()
                 is_read_timeout = isinstance(getattr(exc, "reason", exc), ReadTimeoutError)
                 if is_read_timeout:
                     self.events.upstream_error(host.label, "first_token_timeout")
-                    raise UpstreamTimeout("the model took too long to start answering; "
-                                          "try again shortly") from None
+                    raise UpstreamTimeout(
+                        "the model took too long to start answering; try again shortly"
+                    ) from None
                 self.events.upstream_error(host.label, "connect")
                 log.warning("cannot connect to %s: %s", host.label, type(exc).__name__)
                 if len(tried) < len(self.hosts):
                     continue
-                raise UpstreamUnavailable("the model server is not reachable; try again shortly",
-                                          headers={"Retry-After": "5"}) from None
+                raise UpstreamUnavailable(
+                    "the model server is not reachable; try again shortly",
+                    headers={"Retry-After": "5"},
+                ) from None
             except ReadTimeoutError:
                 host.inflight -= 1
                 host.breaker.failure()
                 self.events.upstream_error(host.label, "first_token_timeout")
-                raise UpstreamTimeout("the model took too long to start answering; "
-                                      "try again shortly") from None
+                raise UpstreamTimeout(
+                    "the model took too long to start answering; try again shortly"
+                ) from None
             except BaseException:
                 host.inflight -= 1
                 raise
@@ -301,8 +341,9 @@ class OllamaClient:
                 raise self._status_error(host, resp, public_model)
             return host, resp
 
-    def _status_error(self, host: Host, resp: urllib3.BaseHTTPResponse,
-                      public_model: str | None) -> GatewayError:
+    def _status_error(
+        self, host: Host, resp: urllib3.BaseHTTPResponse, public_model: str | None
+    ) -> GatewayError:
         raw = resp.read(65536)
         resp.release_conn()
         try:
@@ -318,33 +359,59 @@ class OllamaClient:
             # Ollama's queue is full: load shedding, not ill health; the breaker is not fed.
             host.breaker.release()
             self.events.upstream_error(host.label, "busy")
-            return UpstreamUnavailable("the model server is busy; retry shortly",
-                                       code="upstream_busy", headers={"Retry-After": "2"})
+            return UpstreamUnavailable(
+                "the model server is busy; retry shortly",
+                code="upstream_busy",
+                headers={"Retry-After": "2"},
+            )
         if status >= 500:
             host.breaker.failure()
             self.events.upstream_error(host.label, "http_5xx")
             return UpstreamError(f"the model server failed: {message}")
         host.breaker.success()
         self.events.upstream_error(host.label, "http_4xx")
-        param = "tools" if "tools" in message else ("reasoning_effort" if "thinking" in message else None)
+        param = (
+            "tools"
+            if "tools" in message
+            else ("reasoning_effort" if "thinking" in message else None)
+        )
         return InvalidRequest(message, param=param, code="upstream_rejected", status=status)
 
-    def stream_chat(self, payload: dict[str, Any], *, request_id: str | None,
-                    public_model: str) -> UpstreamStream:
-        host, resp = self._request("POST", "/api/chat", payload,
-                                   read_timeout=self.settings.first_token_timeout,
-                                   request_id=request_id, public_model=public_model)
+    def stream_chat(
+        self, payload: dict[str, Any], *, request_id: str | None, public_model: str
+    ) -> UpstreamStream:
+        host, resp = self._request(
+            "POST",
+            "/api/chat",
+            payload,
+            read_timeout=self.settings.first_token_timeout,
+            request_id=request_id,
+            public_model=public_model,
+        )
         conn = getattr(resp, "connection", None)
         sock = getattr(conn, "sock", None)
         if sock is not None:
             sock.settimeout(self.settings.idle_timeout)
         return UpstreamStream(self, host, resp)
 
-    def call_json(self, method: str, path: str, body: Any = None, *, request_id: str | None = None,
-                  public_model: str | None = None, read_timeout: float | None = None) -> dict[str, Any]:
-        host, resp = self._request(method, path, body,
-                                   read_timeout=read_timeout or self.settings.first_token_timeout,
-                                   request_id=request_id, public_model=public_model)
+    def call_json(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        request_id: str | None = None,
+        public_model: str | None = None,
+        read_timeout: float | None = None,
+    ) -> dict[str, Any]:
+        host, resp = self._request(
+            method,
+            path,
+            body,
+            read_timeout=read_timeout or self.settings.first_token_timeout,
+            request_id=request_id,
+            public_model=public_model,
+        )
         try:
             data = json.loads(resp.read())
         except (ValueError, HTTPError, OSError):
@@ -368,8 +435,12 @@ class OllamaClient:
         t = self.settings.connect_timeout
         for host in self.hosts:
             try:
-                resp = self.pool.request("GET", host.url + "/api/tags",
-                                         timeout=urllib3.Timeout(connect=t, read=t), retries=False)
+                resp = self.pool.request(
+                    "GET",
+                    host.url + "/api/tags",
+                    timeout=urllib3.Timeout(connect=t, read=t),
+                    retries=False,
+                )
                 data = json.loads(resp.data) if resp.status == 200 else None
             except (HTTPError, OSError, ValueError):
                 data = None

@@ -42,8 +42,9 @@ def wait_for_port(host: str, port: int, timeout: float = 15.0) -> None:
 class Gateway:
     """A real ``gunicorn wsgi:app`` (gevent workers) started from the repo root."""
 
-    def __init__(self, config: dict[str, Any], tmp: Path, workers: int = 1,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: dict[str, Any], tmp: Path, workers: int = 1, env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.tmp = tmp
         self.audit_path = tmp / "audit.log"
@@ -51,9 +52,14 @@ class Gateway:
         self.config_path = tmp / "qwengw.yaml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.log_path = tmp / "gunicorn.log"
-        self.env = {**os.environ, "QWENGW_CONFIG": str(self.config_path),
-                    "QWENGW_BIND": f"127.0.0.1:{self.port}", "QWENGW_WORKERS": str(workers),
-                    "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"), **(env or {})}
+        self.env = {
+            **os.environ,
+            "QWENGW_CONFIG": str(self.config_path),
+            "QWENGW_BIND": f"127.0.0.1:{self.port}",
+            "QWENGW_WORKERS": str(workers),
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"),
+            **(env or {}),
+        }
         (tmp / "metrics").mkdir(exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -63,8 +69,13 @@ class Gateway:
 
     def start(self) -> Gateway:
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "wsgi:app"], cwd=ROOT,
-                                     env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "wsgi:app"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -125,7 +136,9 @@ def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """``start_gateway(config, workers=1)`` → a running Gateway, stopped after the test."""
     started: list[Gateway] = []
 
-    def start(config: dict[str, Any], workers: int = 1, env: dict[str, str] | None = None) -> Gateway:
+    def start(
+        config: dict[str, Any], workers: int = 1, env: dict[str, str] | None = None
+    ) -> Gateway:
         gw = Gateway(config, tmp_path_factory.mktemp("gw"), workers, env).start()
         started.append(gw)
         return gw
@@ -149,9 +162,22 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.tmp)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.tmp),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for_port("127.0.0.1", self.port)
         return self
 

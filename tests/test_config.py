@@ -39,23 +39,37 @@ def test_defaults() -> None:
     assert not s.auth.enabled and s.request.max_prompt_chars == 32768
 
 
-@pytest.mark.parametrize("raw, problem", [
-    ({"listne": ":1"}, "listne: unknown key"),
-    ({"auth": {"enabled": "yes"}}, "auth.enabled: expected true or false, got a string"),
-    ({"rate_limit": {"max_requests": 0}}, "rate_limit.max_requests: must be greater than 0"),
-    ({"rate_limit": {"max_requests": True}}, "rate_limit.max_requests: expected an integer, got a boolean"),
-    ({"rate_limit": {"storage": "mysql://x"}}, "rate_limit.storage: expected memory://"),
-    ({"rate_limit": {"on_storage_error": "maybe"}}, "rate_limit.on_storage_error: expected 'open' or 'closed'"),
-    ({"whitelist": {"ips": ["10.0.0.300"]}}, "whitelist.ips[0]: '10.0.0.300' is not an IP"),
-    ({"listen": "localhost"}, "listen: expected HOST:PORT"),
-    ({"ollama_api": "localhost:11434"}, "ollama_api: expected an http:// or https:// URL"),
-    ({"auth": {"enabled": True}}, "auth: enabled but no keys are configured"),
-    ({"auth": {"keys": [{"id": "a", "sha256": "xyz"}]}}, "auth.keys[0].sha256: required, 64 hex"),
-    ({"auth": {"keys": [{"id": "a", "sha256": "0" * 64, "rate_limit": "lots"}]}},
-     "auth.keys[0].rate_limit: 'lots' is not a rate"),
-    ({"upstream": {"idle_timeout": -1}}, "upstream.idle_timeout: must be greater than 0"),
-    ({"models": {"pub": 3}}, "models.pub: expected a non-empty string"),
-])
+@pytest.mark.parametrize(
+    "raw, problem",
+    [
+        ({"listne": ":1"}, "listne: unknown key"),
+        ({"auth": {"enabled": "yes"}}, "auth.enabled: expected true or false, got a string"),
+        ({"rate_limit": {"max_requests": 0}}, "rate_limit.max_requests: must be greater than 0"),
+        (
+            {"rate_limit": {"max_requests": True}},
+            "rate_limit.max_requests: expected an integer, got a boolean",
+        ),
+        ({"rate_limit": {"storage": "mysql://x"}}, "rate_limit.storage: expected memory://"),
+        (
+            {"rate_limit": {"on_storage_error": "maybe"}},
+            "rate_limit.on_storage_error: expected 'open' or 'closed'",
+        ),
+        ({"whitelist": {"ips": ["10.0.0.300"]}}, "whitelist.ips[0]: '10.0.0.300' is not an IP"),
+        ({"listen": "localhost"}, "listen: expected HOST:PORT"),
+        ({"ollama_api": "localhost:11434"}, "ollama_api: expected an http:// or https:// URL"),
+        ({"auth": {"enabled": True}}, "auth: enabled but no keys are configured"),
+        (
+            {"auth": {"keys": [{"id": "a", "sha256": "xyz"}]}},
+            "auth.keys[0].sha256: required, 64 hex",
+        ),
+        (
+            {"auth": {"keys": [{"id": "a", "sha256": "0" * 64, "rate_limit": "lots"}]}},
+            "auth.keys[0].rate_limit: 'lots' is not a rate",
+        ),
+        ({"upstream": {"idle_timeout": -1}}, "upstream.idle_timeout: must be greater than 0"),
+        ({"models": {"pub": 3}}, "models.pub: expected a non-empty string"),
+    ],
+)
 def test_bad_values_name_the_key(raw: dict[str, object], problem: str) -> None:
     with pytest.raises(ConfigError) as e:
         settings_from_dict(raw)
@@ -72,15 +86,22 @@ def test_hashed_keys_and_keys_file(tmp_path: Path) -> None:
     (tmp_path / "keys.yaml").write_text(f"keys:\n  - id: file-key\n    sha256: {hash_key('k2')}\n")
     (tmp_path / "c.yaml").write_text(
         f"auth:\n  enabled: true\n  keys_file: keys.yaml\n  keys:\n"
-        f"    - {{id: clawdbot, sha256: {hash_key('k1')}, rate_limit: 60/minute, max_concurrent: 4}}\n")
+        f"    - {{id: clawdbot, sha256: {hash_key('k1')}, rate_limit: 60/minute, "
+        f"max_concurrent: 4}}\n"
+    )
     s = load_settings(tmp_path / "c.yaml")
     assert [k.id for k in s.auth.keys] == ["clawdbot", "file-key"]
     assert s.auth.keys[0].max_concurrent == 4 and s.auth.plain_key_count == 0
 
 
 def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "qwengw.cli", *args], input=stdin,
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "qwengw.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_check_config_cli(tmp_path: Path) -> None:

@@ -40,9 +40,25 @@ def test_host_app_keeps_its_routes(tmp_path: Path, fake: FakeOllama) -> None:
     (tmp_path / "hostapp.py").write_text(textwrap.dedent(HOST_APP.format(ollama=fake.url)))
     port = free_port()
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}:{ROOT}"}
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-k", "gevent", "-w", "1",
-                             "--no-control-socket", "-b", f"127.0.0.1:{port}", "hostapp:app"],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-k",
+            "gevent",
+            "-w",
+            "1",
+            "--no-control-socket",
+            "-b",
+            f"127.0.0.1:{port}",
+            "hostapp:app",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 15
@@ -58,7 +74,9 @@ def test_host_app_keeps_its_routes(tmp_path: Path, fake: FakeOllama) -> None:
         missing = requests.get(url + "/not-here", timeout=5)
         assert missing.status_code == 404 and "<" in missing.text  # the host's own (HTML) 404
         client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0)
-        out = client.chat.completions.create(model="qwen3:32b", messages=[{"role": "user", "content": "hi"}])
+        out = client.chat.completions.create(
+            model="qwen3:32b", messages=[{"role": "user", "content": "hi"}]
+        )
         assert out.choices[0].message.content == "Hello from the fake Ollama!"
         bad = requests.post(url + "/v1/chat/completions", json={"model": "qwen3:32b"}, timeout=5)
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "messages"

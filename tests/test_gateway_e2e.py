@@ -24,8 +24,10 @@ INTERNAL = "qwen3:32b"
 
 @pytest.fixture(scope="module")
 def gw(fake_ollama: FakeOllama, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    config = {"ollama_api": fake_ollama.url,
-              "models": {PUBLIC: INTERNAL, "embed": "nomic-embed-text:latest", "ghost": "not-pulled:1b"}}
+    config = {
+        "ollama_api": fake_ollama.url,
+        "models": {PUBLIC: INTERNAL, "embed": "nomic-embed-text:latest", "ghost": "not-pulled:1b"},
+    }
     g = Gateway(config, tmp_path_factory.mktemp("core"), workers=2).start()
     yield g
     g.stop()
@@ -56,9 +58,13 @@ def raw_sse(gw: Gateway, body: dict[str, Any]) -> list[Any]:
 
 def test_non_streaming_chat(client: openai.OpenAI, fake: FakeOllama) -> None:
     out = client.chat.completions.create(
-        model=PUBLIC, messages=[{"role": "developer", "content": "Be terse."},
-                                {"role": "user", "content": "Hi"}],
-        max_completion_tokens=50, temperature=0.2, stop="END", seed=7)
+        model=PUBLIC,
+        messages=[{"role": "developer", "content": "Be terse."}, {"role": "user", "content": "Hi"}],
+        max_completion_tokens=50,
+        temperature=0.2,
+        stop="END",
+        seed=7,
+    )
     assert out.choices[0].message.content == "Hello from the fake Ollama!"
     assert out.choices[0].finish_reason == "stop"
     assert out.model == PUBLIC
@@ -78,9 +84,12 @@ def test_unset_options_are_not_sent(client: openai.OpenAI, fake: FakeOllama) -> 
 
 
 def test_streaming_with_usage(client: openai.OpenAI, gw: Gateway, fake: FakeOllama) -> None:
-    stream = client.chat.completions.create(model=PUBLIC, stream=True,
-                                            stream_options={"include_usage": True},
-                                            messages=[{"role": "user", "content": "Hi"}])
+    stream = client.chat.completions.create(
+        model=PUBLIC,
+        stream=True,
+        stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "Hi"}],
+    )
     chunks = list(stream)
     assert len({c.id for c in chunks}) == 1
     assert chunks[0].choices[0].delta.role == "assistant"
@@ -92,35 +101,58 @@ def test_streaming_with_usage(client: openai.OpenAI, gw: Gateway, fake: FakeOlla
     assert all(c.choices[0].finish_reason is None for c in choice_chunks[:-1])
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-1].usage.prompt_tokens == 11
-    events = raw_sse(gw, {"model": PUBLIC, "stream": True, "messages": [{"role": "user", "content": "x"}]})
+    events = raw_sse(
+        gw, {"model": PUBLIC, "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    )
     assert events[-1] == "[DONE]"
     assert not any(isinstance(e, dict) and e.get("usage") for e in events)  # only when asked
 
 
 def test_streaming_helper_accumulates_one_role(client: openai.OpenAI, fake: FakeOllama) -> None:
-    with client.chat.completions.stream(model=PUBLIC, messages=[{"role": "user", "content": "Hi"}]) as s:
+    with client.chat.completions.stream(
+        model=PUBLIC, messages=[{"role": "user", "content": "Hi"}]
+    ) as s:
         final = s.get_final_completion()
     assert final.choices[0].message.role == "assistant"
     assert final.choices[0].message.content == "Hello from the fake Ollama!"
 
 
-TOOLS = [{"type": "function", "function": {
-    "name": "get_weather", "description": "Weather for a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
-NATIVE_CALLS = [{"id": "call_abc123", "function": {"index": 0, "name": "get_weather",
-                                                    "arguments": {"city": "Tokyo"}}},
-                {"function": {"index": 1, "name": "get_weather", "arguments": {"city": "Paris"}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        },
+    }
+]
+NATIVE_CALLS = [
+    {
+        "id": "call_abc123",
+        "function": {"index": 0, "name": "get_weather", "arguments": {"city": "Tokyo"}},
+    },
+    {"function": {"index": 1, "name": "get_weather", "arguments": {"city": "Paris"}}},
+]
 
 
 @pytest.mark.parametrize("on_done", [False, True])
 def test_tool_calls_non_streaming(client: openai.OpenAI, fake: FakeOllama, on_done: bool) -> None:
     fake.behave(reply="", tool_calls=NATIVE_CALLS, tool_calls_on_done=on_done)
-    out = client.chat.completions.create(model=PUBLIC, tools=TOOLS,
-                                         messages=[{"role": "user", "content": "Weather?"}])
+    out = client.chat.completions.create(
+        model=PUBLIC, tools=TOOLS, messages=[{"role": "user", "content": "Weather?"}]
+    )
     msg = out.choices[0].message
     assert out.choices[0].finish_reason == "tool_calls"
     assert msg.content is None
-    assert [json.loads(c.function.arguments) for c in msg.tool_calls] == [{"city": "Tokyo"}, {"city": "Paris"}]
+    assert [json.loads(c.function.arguments) for c in msg.tool_calls] == [
+        {"city": "Tokyo"},
+        {"city": "Paris"},
+    ]
     assert msg.tool_calls[0].id == "call_abc123"
     assert msg.tool_calls[1].id.startswith("call_") and msg.tool_calls[1].id != "call_abc123"
     assert last_chat(fake)["tools"] == TOOLS
@@ -129,37 +161,66 @@ def test_tool_calls_non_streaming(client: openai.OpenAI, fake: FakeOllama, on_do
 @pytest.mark.parametrize("on_done", [False, True])
 def test_tool_calls_streaming(client: openai.OpenAI, fake: FakeOllama, on_done: bool) -> None:
     fake.behave(reply="", tool_calls=NATIVE_CALLS, tool_calls_on_done=on_done)
-    with client.chat.completions.stream(model=PUBLIC, tools=TOOLS,
-                                        messages=[{"role": "user", "content": "Weather?"}]) as s:
+    with client.chat.completions.stream(
+        model=PUBLIC, tools=TOOLS, messages=[{"role": "user", "content": "Weather?"}]
+    ) as s:
         final = s.get_final_completion()
     calls = final.choices[0].message.tool_calls
     assert final.choices[0].finish_reason == "tool_calls"
     assert [c.function.name for c in calls] == ["get_weather", "get_weather"]
-    assert [json.loads(c.function.arguments) for c in calls] == [{"city": "Tokyo"}, {"city": "Paris"}]
+    assert [json.loads(c.function.arguments) for c in calls] == [
+        {"city": "Tokyo"},
+        {"city": "Paris"},
+    ]
 
 
 def test_tool_round_trip_history(client: openai.OpenAI, fake: FakeOllama) -> None:
-    client.chat.completions.create(model=PUBLIC, tools=TOOLS, messages=[
-        {"role": "user", "content": "Weather in Tokyo?"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function",
-             "function": {"name": "get_weather", "arguments": "{\"city\": \"Tokyo\"}"}}]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "22C, sunny"}])
+    client.chat.completions.create(
+        model=PUBLIC,
+        tools=TOOLS,
+        messages=[
+            {"role": "user", "content": "Weather in Tokyo?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Tokyo"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "22C, sunny"},
+        ],
+    )
     sent = last_chat(fake)["messages"]
     assert sent[1]["tool_calls"][0]["function"]["arguments"] == {"city": "Tokyo"}
-    assert sent[2] == {"role": "tool", "content": "22C, sunny", "tool_name": "get_weather",
-                       "tool_call_id": "call_1"}
+    assert sent[2] == {
+        "role": "tool",
+        "content": "22C, sunny",
+        "tool_name": "get_weather",
+        "tool_call_id": "call_1",
+    }
 
 
 def test_thinking(client: openai.OpenAI, gw: Gateway, fake: FakeOllama) -> None:
     fake.behave(thinking="Let me think.", reply="42")
-    out = client.chat.completions.create(model=PUBLIC, reasoning_effort="high",
-                                         messages=[{"role": "user", "content": "?"}])
+    out = client.chat.completions.create(
+        model=PUBLIC, reasoning_effort="high", messages=[{"role": "user", "content": "?"}]
+    )
     assert out.choices[0].message.content == "42"
     assert out.choices[0].message.model_extra["reasoning_content"] == "Let me think. "
     assert last_chat(fake)["think"] == "high"
-    events = raw_sse(gw, {"model": PUBLIC, "stream": True, "think": False,
-                          "messages": [{"role": "user", "content": "?"}]})
+    events = raw_sse(
+        gw,
+        {
+            "model": PUBLIC,
+            "stream": True,
+            "think": False,
+            "messages": [{"role": "user", "content": "?"}],
+        },
+    )
     assert last_chat(fake)["think"] is False
     deltas = [e["choices"][0]["delta"] for e in events if isinstance(e, dict) and e["choices"]]
     assert "".join(d.get("reasoning_content", "") for d in deltas) == "Let me think. "
@@ -168,23 +229,43 @@ def test_thinking(client: openai.OpenAI, gw: Gateway, fake: FakeOllama) -> None:
 
 def test_json_modes_and_images(client: openai.OpenAI, fake: FakeOllama) -> None:
     schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}
-    client.chat.completions.create(model=PUBLIC, response_format={
-        "type": "json_schema", "json_schema": {"name": "r", "schema": schema}},
-        messages=[{"role": "user", "content": [
-            {"type": "text", "text": "What is"}, {"type": "text", "text": "this?"},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}])
+    client.chat.completions.create(
+        model=PUBLIC,
+        response_format={"type": "json_schema", "json_schema": {"name": "r", "schema": schema}},
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is"},
+                    {"type": "text", "text": "this?"},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="},
+                    },
+                ],
+            }
+        ],
+    )
     sent = last_chat(fake)
     assert sent["format"] == schema
-    assert sent["messages"][0] == {"role": "user", "content": "What is\nthis?", "images": ["iVBORw0KGgo="]}
-    client.chat.completions.create(model=PUBLIC, response_format={"type": "json_object"},
-                                   messages=[{"role": "user", "content": "{}"}])
+    assert sent["messages"][0] == {
+        "role": "user",
+        "content": "What is\nthis?",
+        "images": ["iVBORw0KGgo="],
+    }
+    client.chat.completions.create(
+        model=PUBLIC,
+        response_format={"type": "json_object"},
+        messages=[{"role": "user", "content": "{}"}],
+    )
     assert last_chat(fake)["format"] == "json"
 
 
 def test_length_finish(client: openai.OpenAI, fake: FakeOllama) -> None:
     fake.behave(done_reason="length")
-    out = client.chat.completions.create(model=PUBLIC, max_tokens=3,
-                                         messages=[{"role": "user", "content": "Hi"}])
+    out = client.chat.completions.create(
+        model=PUBLIC, max_tokens=3, messages=[{"role": "user", "content": "Hi"}]
+    )
     assert out.choices[0].finish_reason == "length"
     assert last_chat(fake)["options"]["num_predict"] == 3
 
@@ -211,37 +292,65 @@ def test_models_list_only_public_names(client: openai.OpenAI, fake: FakeOllama) 
     assert e.value.code == "model_not_found"
 
 
-def test_unknown_model_is_404_without_reaching_ollama(client: openai.OpenAI, fake: FakeOllama) -> None:
+def test_unknown_model_is_404_without_reaching_ollama(
+    client: openai.OpenAI, fake: FakeOllama
+) -> None:
     with pytest.raises(openai.NotFoundError) as e:
         client.chat.completions.create(model=INTERNAL, messages=[{"role": "user", "content": "Hi"}])
     assert e.value.code == "model_not_found"
     assert fake.chat_requests() == []
 
 
-def test_upstream_model_missing_names_no_internal_model(client: openai.OpenAI, fake: FakeOllama) -> None:
+def test_upstream_model_missing_names_no_internal_model(
+    client: openai.OpenAI, fake: FakeOllama
+) -> None:
     with pytest.raises(openai.NotFoundError) as e:
         client.chat.completions.create(model="ghost", messages=[{"role": "user", "content": "Hi"}])
     assert e.value.code == "model_not_found"
     assert "not-pulled" not in str(e.value.body) and "ghost" in e.value.message
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"messages": [{"role": "user", "content": "x"}]}, "model"),
-    ({"model": PUBLIC}, "messages"),
-    ({"model": PUBLIC, "messages": []}, "messages"),
-    ({"model": PUBLIC, "messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
-    ({"model": PUBLIC, "messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
-    ({"model": PUBLIC, "messages": [{"role": "user", "content": "x"}], "n": 2}, "n"),
-    ({"model": PUBLIC, "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, "temperature"),
-    ({"model": PUBLIC, "messages": [{"role": "user", "content": "x"}], "stop": [1]}, "stop"),
-    ({"model": PUBLIC, "messages": [{"role": "user", "content": "x"}], "reasoning_effort": "extreme"},
-     "reasoning_effort"),
-    ({"model": PUBLIC, "messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "http://10.0.0.1/x.png"}}]}]},
-     "messages[0].content[0].image_url"),
-])
-def test_bad_requests_are_400_naming_the_field(gw: Gateway, fake: FakeOllama, body: dict[str, Any],
-                                               param: str) -> None:
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"messages": [{"role": "user", "content": "x"}]}, "model"),
+        ({"model": PUBLIC}, "messages"),
+        ({"model": PUBLIC, "messages": []}, "messages"),
+        ({"model": PUBLIC, "messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
+        ({"model": PUBLIC, "messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
+        ({"model": PUBLIC, "messages": [{"role": "user", "content": "x"}], "n": 2}, "n"),
+        (
+            {"model": PUBLIC, "messages": [{"role": "user", "content": "x"}], "temperature": "hot"},
+            "temperature",
+        ),
+        ({"model": PUBLIC, "messages": [{"role": "user", "content": "x"}], "stop": [1]}, "stop"),
+        (
+            {
+                "model": PUBLIC,
+                "messages": [{"role": "user", "content": "x"}],
+                "reasoning_effort": "extreme",
+            },
+            "reasoning_effort",
+        ),
+        (
+            {
+                "model": PUBLIC,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image_url", "image_url": {"url": "http://10.0.0.1/x.png"}}
+                        ],
+                    }
+                ],
+            },
+            "messages[0].content[0].image_url",
+        ),
+    ],
+)
+def test_bad_requests_are_400_naming_the_field(
+    gw: Gateway, fake: FakeOllama, body: dict[str, Any], param: str
+) -> None:
     r = requests.post(gw.url + "/v1/chat/completions", json=body, timeout=5)
     assert r.status_code == 400
     err = r.json()["error"]
@@ -275,12 +384,15 @@ def test_upstream_errors_map_to_status(client: openai.OpenAI, fake: FakeOllama) 
 
 def test_error_after_stream_started(client: openai.OpenAI, gw: Gateway, fake: FakeOllama) -> None:
     fake.behave(error_after=2, error="an error was encountered while running the model")
-    events = raw_sse(gw, {"model": PUBLIC, "stream": True, "messages": [{"role": "user", "content": "x"}]})
+    events = raw_sse(
+        gw, {"model": PUBLIC, "stream": True, "messages": [{"role": "user", "content": "x"}]}
+    )
     assert events[-1] == "[DONE]"
     errors = [e for e in events if isinstance(e, dict) and "error" in e]
     assert len(errors) == 1 and "while running the model" in errors[0]["error"]["message"]
-    stream = client.chat.completions.create(model=PUBLIC, stream=True,
-                                            messages=[{"role": "user", "content": "x"}])
+    stream = client.chat.completions.create(
+        model=PUBLIC, stream=True, messages=[{"role": "user", "content": "x"}]
+    )
     with pytest.raises(openai.APIError, match="while running the model"):
         list(stream)
 
@@ -298,7 +410,8 @@ def test_health_and_ready(gw: Gateway, fake: FakeOllama) -> None:
 
 def test_request_id_is_echoed_and_sent_upstream(client: openai.OpenAI, fake: FakeOllama) -> None:
     raw = client.chat.completions.with_raw_response.create(
-        model=PUBLIC, messages=[{"role": "user", "content": "Hi"}])
+        model=PUBLIC, messages=[{"role": "user", "content": "Hi"}]
+    )
     rid = raw.headers["x-request-id"]
     assert len(rid) >= 16
     assert fake.chat_requests()[-1].headers.get("X-Request-Id") == rid

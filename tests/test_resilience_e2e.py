@@ -42,8 +42,9 @@ def sse_events(resp: requests.Response) -> list[Any]:
 
 
 def stream(gw: Gateway) -> list[Any]:
-    resp = requests.post(gw.url + "/v1/chat/completions", json={**CHAT, "stream": True}, stream=True,
-                         timeout=10)
+    resp = requests.post(
+        gw.url + "/v1/chat/completions", json={**CHAT, "stream": True}, stream=True, timeout=10
+    )
     assert resp.status_code == 200
     return sse_events(resp)
 
@@ -102,11 +103,17 @@ def test_slow_between_lines_ends_stream_with_error(start_gateway: Any, fake: Fak
     assert_error_then_done(stream(gw), "upstream_timeout")
 
 
-@pytest.mark.parametrize("behaviour, code", [({"cut_after": 3}, "upstream_error"),
-                                             ({"garbage_after": 2}, "upstream_error"),
-                                             ({"error_after": 2, "error": "CUDA error"}, "upstream_error")])
-def test_broken_streams_end_with_one_error(start_gateway: Any, fake: FakeOllama,
-                                           behaviour: dict[str, Any], code: str) -> None:
+@pytest.mark.parametrize(
+    "behaviour, code",
+    [
+        ({"cut_after": 3}, "upstream_error"),
+        ({"garbage_after": 2}, "upstream_error"),
+        ({"error_after": 2, "error": "CUDA error"}, "upstream_error"),
+    ],
+)
+def test_broken_streams_end_with_one_error(
+    start_gateway: Any, fake: FakeOllama, behaviour: dict[str, Any], code: str
+) -> None:
     gw = start_gateway({"ollama_api": fake.url})
     fake.behave(**behaviour)
     events = stream(gw)
@@ -121,7 +128,9 @@ def test_500_and_503_answers(start_gateway: Any, fake: FakeOllama) -> None:
     fake.behave(status=500, error="llama runner process has terminated")
     r = chat(gw)
     assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_error"
-    fake.behave(status=503, error="server busy, please try again.  maximum pending requests exceeded")
+    fake.behave(
+        status=503, error="server busy, please try again.  maximum pending requests exceeded"
+    )
     r = chat(gw)
     assert r.status_code == 503 and r.json()["error"]["code"] == "upstream_busy"
     assert int(r.headers["Retry-After"]) >= 1
@@ -134,8 +143,9 @@ def test_500_and_503_answers(start_gateway: Any, fake: FakeOllama) -> None:
 
 
 def test_circuit_open_half_open_closed(start_gateway: Any, fake: FakeOllama) -> None:
-    gw = start_gateway({"ollama_api": fake.url,
-                        "upstream": {"failure_threshold": 2, "open_seconds": 1}})
+    gw = start_gateway(
+        {"ollama_api": fake.url, "upstream": {"failure_threshold": 2, "open_seconds": 1}}
+    )
     fake.behave(status=500)
     assert [chat(gw).status_code for _ in range(2)] == [502, 502]
     before = len(fake.chat_requests())
@@ -156,7 +166,9 @@ def test_circuit_open_half_open_closed(start_gateway: Any, fake: FakeOllama) -> 
 
 
 def test_failed_trial_reopens(start_gateway: Any, fake: FakeOllama) -> None:
-    gw = start_gateway({"ollama_api": fake.url, "upstream": {"failure_threshold": 1, "open_seconds": 0.5}})
+    gw = start_gateway(
+        {"ollama_api": fake.url, "upstream": {"failure_threshold": 1, "open_seconds": 0.5}}
+    )
     fake.behave(status=500)
     assert chat(gw).status_code == 502
     time.sleep(0.6)
@@ -184,8 +196,9 @@ def test_least_loaded_host_gets_the_request(start_gateway: Any, fake: FakeOllama
         fake.behave(chunk_delay=0.2, repeat=4)
         second.behave(chunk_delay=0.2, repeat=4)
         sess = requests.Session()
-        held = sess.post(gw.url + "/v1/chat/completions", json={**CHAT, "stream": True}, stream=True,
-                         timeout=10)
+        held = sess.post(
+            gw.url + "/v1/chat/completions", json={**CHAT, "stream": True}, stream=True, timeout=10
+        )
         lines = held.iter_lines()
         next(lines)  # one stream in flight on the first host
         fake.behave()
@@ -201,13 +214,17 @@ def test_least_loaded_host_gets_the_request(start_gateway: Any, fake: FakeOllama
 # ----------------------------------------------------------------------------- cancel on disconnect
 
 
-def test_client_leaving_mid_stream_frees_ollama_within_1s(start_gateway: Any, fake: FakeOllama) -> None:
+def test_client_leaving_mid_stream_frees_ollama_within_1s(
+    start_gateway: Any, fake: FakeOllama
+) -> None:
     gw = start_gateway({"ollama_api": fake.url})
     fake.behave(chunk_delay=0.3, repeat=40)
     body = json.dumps({**CHAT, "stream": True}).encode()
     sock = socket.create_connection(("127.0.0.1", gw.port))
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
-                 b"X-Request-Id: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    sock.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+        b"X-Request-Id: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
     seen = b""
     while seen.count(b"data: ") < 3:
         seen += sock.recv(65536)
@@ -243,16 +260,31 @@ def test_client_leaving_before_first_token(start_gateway: Any, fake: FakeOllama)
 # ----------------------------------------------------------------------------- metrics
 
 
-def test_metrics_after_a_known_sequence_with_two_workers(start_gateway: Any, fake: FakeOllama,
-                                                        redis_server: RedisServer) -> None:
-    gw = start_gateway({"ollama_api": fake.url, "auth": {"enabled": True, "valid_keys": ["k"]},
-                        "rate_limit": {"enabled": True, "max_requests": 12, "window_seconds": 60,
-                                       "storage": redis_server.url}}, workers=2)
+def test_metrics_after_a_known_sequence_with_two_workers(
+    start_gateway: Any, fake: FakeOllama, redis_server: RedisServer
+) -> None:
+    gw = start_gateway(
+        {
+            "ollama_api": fake.url,
+            "auth": {"enabled": True, "valid_keys": ["k"]},
+            "rate_limit": {
+                "enabled": True,
+                "max_requests": 12,
+                "window_seconds": 60,
+                "storage": redis_server.url,
+            },
+        },
+        workers=2,
+    )
     ok = openai.OpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0)
     for _ in range(10):
         conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=5)  # new connection each
-        conn.request("POST", "/v1/chat/completions", body=json.dumps(CHAT),
-                     headers={"X-Api-Key": "k", "Content-Type": "application/json"})
+        conn.request(
+            "POST",
+            "/v1/chat/completions",
+            body=json.dumps(CHAT),
+            headers={"X-Api-Key": "k", "Content-Type": "application/json"},
+        )
         resp = conn.getresponse()
         resp.read()
         assert resp.status == 200
@@ -284,9 +316,13 @@ def test_metrics_after_a_known_sequence_with_two_workers(start_gateway: Any, fak
 
 
 def test_metrics_only_from_the_allowlist(start_gateway: Any, fake: FakeOllama) -> None:
-    gw = start_gateway({"ollama_api": fake.url, "whitelist": {"enabled": True, "ips": ["127.0.0.3"]}})
+    gw = start_gateway(
+        {"ollama_api": fake.url, "whitelist": {"enabled": True, "ips": ["127.0.0.3"]}}
+    )
     assert requests.get(gw.url + "/metrics", timeout=5).status_code == 403
-    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=5, source_address=("127.0.0.3", 0))
+    conn = http.client.HTTPConnection(
+        "127.0.0.1", gw.port, timeout=5, source_address=("127.0.0.3", 0)
+    )
     conn.request("GET", "/metrics")
     resp = conn.getresponse()
     assert resp.status == 200 and b"qwengw_requests_total" in resp.read()
@@ -301,8 +337,9 @@ def test_sigterm_lets_streams_finish(start_gateway: Any, fake: FakeOllama) -> No
     result: dict[str, Any] = {}
 
     def consume() -> None:
-        resp = requests.post(gw.url + "/v1/chat/completions", json={**CHAT, "stream": True},
-                             stream=True, timeout=10)
+        resp = requests.post(
+            gw.url + "/v1/chat/completions", json={**CHAT, "stream": True}, stream=True, timeout=10
+        )
         result["events"] = sse_events(resp)
 
     t = threading.Thread(target=consume)
@@ -312,7 +349,10 @@ def test_sigterm_lets_streams_finish(start_gateway: Any, fake: FakeOllama) -> No
     gw.proc.send_signal(signal.SIGTERM)
     t.join(timeout=10)
     assert result["events"][-1] == "[DONE]"
-    text = "".join(e["choices"][0]["delta"].get("content", "") for e in result["events"]
-                   if isinstance(e, dict) and e.get("choices"))
+    text = "".join(
+        e["choices"][0]["delta"].get("content", "")
+        for e in result["events"]
+        if isinstance(e, dict) and e.get("choices")
+    )
     assert text == " ".join(["Hello", "from", "the", "fake", "Ollama!"] * 3)
     assert gw.proc.wait(timeout=10) == 0

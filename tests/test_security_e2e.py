@@ -30,19 +30,32 @@ CHAT = {"model": "qwen3:32b", "messages": MSGS}
 def auth_config(fake: FakeOllama, **extra: Any) -> dict[str, Any]:
     return {
         "ollama_api": fake.url,
-        "auth": {"enabled": True, "valid_keys": [PLAIN_KEY], "user_header": "X-User-Id",
-                 "keys": [{"id": "clawdbot", "sha256": hash_key(BOT_KEY), "max_concurrent": 2}]},
+        "auth": {
+            "enabled": True,
+            "valid_keys": [PLAIN_KEY],
+            "user_header": "X-User-Id",
+            "keys": [{"id": "clawdbot", "sha256": hash_key(BOT_KEY), "max_concurrent": 2}],
+        },
         **extra,
     }
 
 
-def post(gw: Gateway, body: Any = CHAT, *, source: str = "127.0.0.1",
-         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
+def post(
+    gw: Gateway,
+    body: Any = CHAT,
+    *,
+    source: str = "127.0.0.1",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, str], Any]:
     """One request on a fresh connection from a chosen loopback source address."""
     conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10, source_address=(source, 0))
     try:
-        conn.request("POST", "/v1/chat/completions", body=json.dumps(body),
-                     headers={"Content-Type": "application/json", **(headers or {})})
+        conn.request(
+            "POST",
+            "/v1/chat/completions",
+            body=json.dumps(body),
+            headers={"Content-Type": "application/json", **(headers or {})},
+        )
         resp = conn.getresponse()
         raw = resp.read()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, json.loads(raw)
@@ -58,8 +71,12 @@ def test_keys_missing_wrong_bearer_plain_hashed(start_gateway: Any, fake: FakeOl
     status, _, body = post(gw)
     assert status == 401 and body["error"]["message"] == "missing api key"
     status, _, body = post(gw, headers={"X-Api-Key": "nope"})
-    assert status == 401 and body["error"] == {"message": "invalid api key", "type": "invalid_request_error",
-                                              "param": None, "code": "invalid_api_key"}
+    assert status == 401 and body["error"] == {
+        "message": "invalid api key",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "invalid_api_key",
+    }
     assert fake.chat_requests() == []  # rejected requests never reach Ollama
     assert post(gw, headers={"X-Api-Key": PLAIN_KEY})[0] == 200
     assert post(gw, headers={"Authorization": f"Bearer {BOT_KEY}"})[0] == 200
@@ -85,15 +102,25 @@ def test_failed_attempts_are_limited_per_ip(start_gateway: Any, fake: FakeOllama
     assert status == 429 and body["error"]["code"] == "too_many_auth_failures"
     assert 1 <= int(headers["retry-after"]) <= 60
     assert post(gw, headers={"X-Api-Key": PLAIN_KEY})[0] == 429  # this IP must wait
-    assert post(gw, source="127.0.0.2", headers={"X-Api-Key": PLAIN_KEY})[0] == 200  # others need not
+    assert (
+        post(gw, source="127.0.0.2", headers={"X-Api-Key": PLAIN_KEY})[0] == 200
+    )  # others need not
 
 
 # ----------------------------------------------------------------------------- allowlist
 
 
 def test_allowlist_and_trusted_proxies(start_gateway: Any, fake: FakeOllama) -> None:
-    gw = start_gateway({"ollama_api": fake.url, "whitelist": {
-        "enabled": True, "ips": ["203.0.113.0/24", "127.0.0.3", "::1"], "trusted_proxies": ["127.0.0.1"]}})
+    gw = start_gateway(
+        {
+            "ollama_api": fake.url,
+            "whitelist": {
+                "enabled": True,
+                "ips": ["203.0.113.0/24", "127.0.0.3", "::1"],
+                "trusted_proxies": ["127.0.0.1"],
+            },
+        }
+    )
     # From the trusted proxy: the right-most untrusted X-Forwarded-For hop is the client.
     assert post(gw, headers={"X-Forwarded-For": "203.0.113.5"})[0] == 200
     status, _, body = post(gw, headers={"X-Forwarded-For": "198.51.100.7"})
@@ -138,8 +165,12 @@ def test_seed_limit_31st_request_is_429(start_gateway: Any, fake: FakeOllama) ->
 
 
 def test_retry_after_is_time_until_a_slot_frees(start_gateway: Any, fake: FakeOllama) -> None:
-    gw = start_gateway({"ollama_api": fake.url,
-                        "rate_limit": {"enabled": True, "max_requests": 3, "window_seconds": 6}})
+    gw = start_gateway(
+        {
+            "ollama_api": fake.url,
+            "rate_limit": {"enabled": True, "max_requests": 3, "window_seconds": 6},
+        }
+    )
     assert post(gw)[0] == 200
     time.sleep(3)
     assert post(gw)[0] == 200 and post(gw)[0] == 200
@@ -151,10 +182,18 @@ def test_retry_after_is_time_until_a_slot_frees(start_gateway: Any, fake: FakeOl
     assert post(gw)[0] == 200
 
 
-def test_redis_limit_is_exact_across_workers(start_gateway: Any, fake: FakeOllama,
-                                             redis_server: RedisServer) -> None:
-    cfg = auth_config(fake, rate_limit={"enabled": True, "max_requests": 30, "window_seconds": 60,
-                                        "storage": redis_server.url})
+def test_redis_limit_is_exact_across_workers(
+    start_gateway: Any, fake: FakeOllama, redis_server: RedisServer
+) -> None:
+    cfg = auth_config(
+        fake,
+        rate_limit={
+            "enabled": True,
+            "max_requests": 30,
+            "window_seconds": 60,
+            "storage": redis_server.url,
+        },
+    )
     gw = start_gateway(cfg, workers=2)
     statuses: list[int] = []
     lock = threading.Lock()
@@ -186,8 +225,16 @@ def test_concurrency_limit_with_open_streams(start_gateway: Any, fake: FakeOllam
     headers = {"Authorization": f"Bearer {BOT_KEY}"}
     # One session per stream: requests.post() would close its session (and socket) on return.
     sessions = [requests.Session() for _ in range(2)]
-    streams = [sess.post(gw.url + "/v1/chat/completions", json={**CHAT, "stream": True},
-                         headers=headers, stream=True, timeout=10) for sess in sessions]
+    streams = [
+        sess.post(
+            gw.url + "/v1/chat/completions",
+            json={**CHAT, "stream": True},
+            headers=headers,
+            stream=True,
+            timeout=10,
+        )
+        for sess in sessions
+    ]
     # Keep the line iterators: an abandoned one makes urllib3 close the connection.
     lines = [s.iter_lines() for s in streams]
     for s, it in zip(streams, lines, strict=True):
@@ -195,8 +242,12 @@ def test_concurrency_limit_with_open_streams(start_gateway: Any, fake: FakeOllam
         assert next(it).startswith(b"data: ")
     status, _, body = post(gw, headers=headers)
     assert status == 429 and body["error"]["code"] == "concurrency_limit_exceeded"
-    other = requests.post(gw.url + "/v1/embeddings", json={"model": "nomic-embed-text", "input": "x"},
-                          headers={"X-Api-Key": PLAIN_KEY}, timeout=5)
+    other = requests.post(
+        gw.url + "/v1/embeddings",
+        json={"model": "nomic-embed-text", "input": "x"},
+        headers={"X-Api-Key": PLAIN_KEY},
+        timeout=5,
+    )
     assert other.status_code == 200  # another key is not affected
     streams[0].close()
     sessions[0].close()
@@ -210,11 +261,21 @@ def test_concurrency_limit_with_open_streams(start_gateway: Any, fake: FakeOllam
 
 
 @pytest.mark.parametrize("policy, while_down", [("closed", 503), ("open", 200)])
-def test_storage_down_and_back(start_gateway: Any, fake: FakeOllama, redis_server: RedisServer,
-                               policy: str, while_down: int) -> None:
-    gw = start_gateway({"ollama_api": fake.url, "rate_limit": {
-        "enabled": True, "max_requests": 100, "window_seconds": 60, "storage": redis_server.url,
-        "on_storage_error": policy}})
+def test_storage_down_and_back(
+    start_gateway: Any, fake: FakeOllama, redis_server: RedisServer, policy: str, while_down: int
+) -> None:
+    gw = start_gateway(
+        {
+            "ollama_api": fake.url,
+            "rate_limit": {
+                "enabled": True,
+                "max_requests": 100,
+                "window_seconds": 60,
+                "storage": redis_server.url,
+                "on_storage_error": policy,
+            },
+        }
+    )
     assert post(gw)[0] == 200
     redis_server.stop()
     status, headers, body = post(gw)
@@ -234,12 +295,18 @@ def test_storage_down_and_back(start_gateway: Any, fake: FakeOllama, redis_serve
 
 def test_long_prompt_and_big_body(start_gateway: Any, fake: FakeOllama) -> None:
     gw = start_gateway({"ollama_api": fake.url})
-    status, _, body = post(gw, {"model": "qwen3:32b", "messages": [{"role": "user", "content": "x" * 100_000}]})
+    status, _, body = post(
+        gw, {"model": "qwen3:32b", "messages": [{"role": "user", "content": "x" * 100_000}]}
+    )
     assert status == 400
     assert body["error"]["message"] == "prompt too long, max 32768 chars"
     assert body["error"]["code"] == "context_length_exceeded"
-    big = requests.post(gw.url + "/v1/chat/completions", data=b"{" + b" " * (2 * 1024 * 1024) + b"}",
-                        headers={"Content-Type": "application/json"}, timeout=10)
+    big = requests.post(
+        gw.url + "/v1/chat/completions",
+        data=b"{" + b" " * (2 * 1024 * 1024) + b"}",
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
     assert big.status_code == 413 and big.json()["error"]["code"] == "request_too_large"
     assert fake.chat_requests() == []
     assert post(gw)[0] == 200  # and the gateway is fine afterwards
@@ -251,17 +318,25 @@ def test_long_prompt_and_big_body(start_gateway: Any, fake: FakeOllama) -> None:
 def test_audit_line_field_by_field(start_gateway: Any, fake: FakeOllama) -> None:
     gw = start_gateway(auth_config(fake, rate_limit={"enabled": True}))
     secret_prompt = "my secret prompt text"
-    status, headers, body = post(gw, {"model": "qwen3:32b", "messages": [{"role": "user", "content": secret_prompt}]},
-                                 headers={"Authorization": f"Bearer {BOT_KEY}", "X-User-Id": "alice"})
+    status, headers, body = post(
+        gw,
+        {"model": "qwen3:32b", "messages": [{"role": "user", "content": secret_prompt}]},
+        headers={"Authorization": f"Bearer {BOT_KEY}", "X-User-Id": "alice"},
+    )
     assert status == 200
     rec = gw.audit_for(headers["x-request-id"])
     assert rec["time"].endswith("Z")
-    assert rec["client_ip"] == "127.0.0.1" and rec["key_id"] == "clawdbot" and rec["user"] == "alice"
+    assert (
+        rec["client_ip"] == "127.0.0.1" and rec["key_id"] == "clawdbot" and rec["user"] == "alice"
+    )
     assert rec["method"] == "POST" and rec["path"] == "/v1/chat/completions"
     assert rec["model"] == "qwen3:32b" and rec["stream"] is False and rec["status"] == 200
     assert "error_code" not in rec and rec["cancelled"] is False
     assert rec["prompt_chars"] == len(secret_prompt)
-    assert rec["prompt_tokens"] == 11 and rec["completion_tokens"] == body["usage"]["completion_tokens"]
+    assert (
+        rec["prompt_tokens"] == 11
+        and rec["completion_tokens"] == body["usage"]["completion_tokens"]
+    )
     assert 0 < rec["ttft_ms"] <= rec["duration_ms"]
     status, headers, _ = post(gw, headers={"X-Api-Key": "wrong"})
     bad = gw.audit_for(headers["x-request-id"])

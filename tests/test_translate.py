@@ -18,69 +18,178 @@ def native(body: dict[str, Any], models: dict[str, str] = NOMAP) -> dict[str, An
 
 def test_r1_basic_chat_sends_no_forced_defaults() -> None:
     assert native({"model": "m", "messages": [{"role": "user", "content": "Hello"}]}) == {
-        "model": "m", "messages": [{"role": "user", "content": "Hello"}], "stream": True}
+        "model": "m",
+        "messages": [{"role": "user", "content": "Hello"}],
+        "stream": True,
+    }
 
 
 def test_r2_all_sampling_options_and_json_mode() -> None:
-    out = native({"model": "m", "messages": [{"role": "user", "content": "Hello"}], "stream": True,
-                  "stream_options": {"include_usage": True}, "max_tokens": 999, "seed": 123,
-                  "stop": ["\n", "stop"], "temperature": 1.5, "frequency_penalty": 1.0,
-                  "presence_penalty": 0.5, "top_p": 0.9, "response_format": {"type": "json_object"}})
+    out = native(
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "Hello"}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "max_tokens": 999,
+            "seed": 123,
+            "stop": ["\n", "stop"],
+            "temperature": 1.5,
+            "frequency_penalty": 1.0,
+            "presence_penalty": 0.5,
+            "top_p": 0.9,
+            "response_format": {"type": "json_object"},
+        }
+    )
     assert out["format"] == "json"
-    assert out["options"] == {"num_predict": 999, "seed": 123, "stop": ["\n", "stop"],
-                              "temperature": 1.5, "frequency_penalty": 1.0,
-                              "presence_penalty": 0.5, "top_p": 0.9}
+    assert out["options"] == {
+        "num_predict": 999,
+        "seed": 123,
+        "stop": ["\n", "stop"],
+        "temperature": 1.5,
+        "frequency_penalty": 1.0,
+        "presence_penalty": 0.5,
+        "top_p": 0.9,
+    }
     assert "stream_options" not in out
 
 
 def test_r10_max_completion_tokens_wins() -> None:
-    out = native({"model": "m", "messages": [{"role": "user", "content": "x"}],
-                  "max_tokens": 5, "max_completion_tokens": 10})
+    out = native(
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "x"}],
+            "max_tokens": 5,
+            "max_completion_tokens": 10,
+        }
+    )
     assert out["options"]["num_predict"] == 10
 
 
 def test_r4_content_parts_are_merged() -> None:
-    out = native({"model": "m", "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "Hello"},
-        {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,aGk="}}]}]})
+    out = native(
+        {
+            "model": "m",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "Hello"},
+                        {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,aGk="}},
+                    ],
+                }
+            ],
+        }
+    )
     assert out["messages"] == [{"role": "user", "content": "Hello", "images": ["aGk="]}]
 
 
 def test_r6_r7_tool_history() -> None:
-    out = native({"model": "m", "messages": [
-        {"role": "assistant", "tool_calls": [{"id": "id_abc", "type": "function", "function": {
-            "name": "get_current_weather", "arguments": '{"location": "Paris, France"}'}}]},
-        {"role": "assistant", "content": "", "tool_calls": [{"id": "e", "type": "function",
-                                                             "function": {"name": "f", "arguments": ""}}]},
-        {"role": "tool", "tool_call_id": "id_abc", "content": "20 degrees"},
-        {"role": "tool", "name": "explicit", "content": "ok"}]})
+    out = native(
+        {
+            "model": "m",
+            "messages": [
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {
+                            "id": "id_abc",
+                            "type": "function",
+                            "function": {
+                                "name": "get_current_weather",
+                                "arguments": '{"location": "Paris, France"}',
+                            },
+                        }
+                    ],
+                },
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [
+                        {"id": "e", "type": "function", "function": {"name": "f", "arguments": ""}}
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "id_abc", "content": "20 degrees"},
+                {"role": "tool", "name": "explicit", "content": "ok"},
+            ],
+        }
+    )
     msgs = out["messages"]
-    assert msgs[0] == {"role": "assistant", "content": "", "tool_calls": [{"id": "id_abc", "function": {
-        "index": 0, "name": "get_current_weather", "arguments": {"location": "Paris, France"}}}]}
+    assert msgs[0] == {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {
+                "id": "id_abc",
+                "function": {
+                    "index": 0,
+                    "name": "get_current_weather",
+                    "arguments": {"location": "Paris, France"},
+                },
+            }
+        ],
+    }
     assert msgs[1]["tool_calls"][0]["function"]["arguments"] == {}  # "" is read as {}
-    assert msgs[2] == {"role": "tool", "content": "20 degrees", "tool_name": "get_current_weather",
-                       "tool_call_id": "id_abc"}
+    assert msgs[2] == {
+        "role": "tool",
+        "content": "20 degrees",
+        "tool_name": "get_current_weather",
+        "tool_call_id": "id_abc",
+    }
     assert msgs[3] == {"role": "tool", "content": "ok", "tool_name": "explicit"}
 
 
 def test_bad_tool_arguments() -> None:
     with pytest.raises(InvalidRequest) as e:
-        native({"model": "m", "messages": [{"role": "assistant", "tool_calls": [
-            {"id": "x", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}]})
+        native(
+            {
+                "model": "m",
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {
+                                "id": "x",
+                                "type": "function",
+                                "function": {"name": "f", "arguments": "{oops"},
+                            }
+                        ],
+                    }
+                ],
+            }
+        )
     assert e.value.param == "messages[0].tool_calls[0].function.arguments"
 
 
-@pytest.mark.parametrize("effort, think", [("none", False), ("minimal", "low"), ("low", "low"),
-                                           ("high", "high"), ("xhigh", "max")])
+@pytest.mark.parametrize(
+    "effort, think",
+    [("none", False), ("minimal", "low"), ("low", "low"), ("high", "high"), ("xhigh", "max")],
+)
 def test_r11_reasoning_effort(effort: str, think: Any) -> None:
-    assert native({"model": "m", "messages": [{"role": "user", "content": "x"}],
-                   "reasoning_effort": effort})["think"] == think
+    assert (
+        native(
+            {
+                "model": "m",
+                "messages": [{"role": "user", "content": "x"}],
+                "reasoning_effort": effort,
+            }
+        )["think"]
+        == think
+    )
 
 
 def test_r12_json_schema() -> None:
     schema = {"type": "object", "properties": {"r": {"type": "string"}}}
-    out = native({"model": "m", "messages": [{"role": "user", "content": "x"}], "response_format": {
-        "type": "json_schema", "json_schema": {"name": "r", "strict": True, "schema": schema}}})
+    out = native(
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "x"}],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "r", "strict": True, "schema": schema},
+            },
+        }
+    )
     assert out["format"] == schema
 
 
@@ -104,9 +213,19 @@ def test_model_map() -> None:
 
 
 def test_prompt_chars_counts_all_text() -> None:
-    req = translate.chat_request_to_ollama({"model": "m", "messages": [
-        {"role": "system", "content": "abc"},
-        {"role": "user", "content": [{"type": "text", "text": "de"}, {"type": "text", "text": "f"}]}]}, NOMAP)
+    req = translate.chat_request_to_ollama(
+        {
+            "model": "m",
+            "messages": [
+                {"role": "system", "content": "abc"},
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "de"}, {"type": "text", "text": "f"}],
+                },
+            ],
+        },
+        NOMAP,
+    )
     assert req.prompt_chars == 3 + len("de\nf")
 
 
@@ -116,47 +235,102 @@ def stream(lines: list[dict[str, Any]], include_usage: bool = False) -> list[dic
 
 
 def choices(chunks: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Any]]:
-    return [(c["choices"][0]["delta"], c["choices"][0]["finish_reason"]) for c in chunks if c["choices"]]
+    return [
+        (c["choices"][0]["delta"], c["choices"][0]["finish_reason"]) for c in chunks if c["choices"]
+    ]
 
 
 def test_r16_role_only_on_first_chunk() -> None:
-    out = stream([{"message": {"content": "Hello"}, "done": False},
-                  {"message": {"content": " world"}, "done": False},
-                  {"message": {"content": "!"}, "done": True, "done_reason": "stop"}])
-    assert choices(out) == [({"role": "assistant", "content": "Hello"}, None),
-                            ({"content": " world"}, None), ({"content": "!"}, None), ({}, "stop")]
-    assert {c["id"] for c in out} == {"chatcmpl-test"} and {c["created"] for c in out} == {1234567890}
+    out = stream(
+        [
+            {"message": {"content": "Hello"}, "done": False},
+            {"message": {"content": " world"}, "done": False},
+            {"message": {"content": "!"}, "done": True, "done_reason": "stop"},
+        ]
+    )
+    assert choices(out) == [
+        ({"role": "assistant", "content": "Hello"}, None),
+        ({"content": " world"}, None),
+        ({"content": "!"}, None),
+        ({}, "stop"),
+    ]
+    assert {c["id"] for c in out} == {"chatcmpl-test"} and {c["created"] for c in out} == {
+        1234567890
+    }
 
 
 def test_r17_trailer_makes_no_empty_chunk_and_usage_comes_last() -> None:
-    out = stream([{"message": {"content": "Hi"}, "done": False},
-                  {"message": {"content": ""}, "done": True, "done_reason": "stop",
-                   "prompt_eval_count": 3, "eval_count": 1}], include_usage=True)
+    out = stream(
+        [
+            {"message": {"content": "Hi"}, "done": False},
+            {
+                "message": {"content": ""},
+                "done": True,
+                "done_reason": "stop",
+                "prompt_eval_count": 3,
+                "eval_count": 1,
+            },
+        ],
+        include_usage=True,
+    )
     assert choices(out) == [({"role": "assistant", "content": "Hi"}, None), ({}, "stop")]
     assert out[-1]["choices"] == [] and out[-1]["usage"] == {
-        "prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+        "prompt_tokens": 3,
+        "completion_tokens": 1,
+        "total_tokens": 4,
+    }
 
 
 def test_r18_thinking_and_content_split() -> None:
-    out = stream([{"message": {"thinking": "reasoning", "content": "final answer"}, "done": True,
-                   "done_reason": "stop"}])
-    assert choices(out) == [({"role": "assistant", "content": "", "reasoning_content": "reasoning"}, None),
-                            ({"content": "final answer"}, None), ({}, "stop")]
+    out = stream(
+        [
+            {
+                "message": {"thinking": "reasoning", "content": "final answer"},
+                "done": True,
+                "done_reason": "stop",
+            }
+        ]
+    )
+    assert choices(out) == [
+        ({"role": "assistant", "content": "", "reasoning_content": "reasoning"}, None),
+        ({"content": "final answer"}, None),
+        ({}, "stop"),
+    ]
 
 
 def test_r19_tool_call_before_done_still_finishes_as_tool_calls() -> None:
-    call = {"id": "call_abc", "function": {"index": 0, "name": "get_weather", "arguments": {"city": "Paris"}}}
-    out = stream([{"message": {"tool_calls": [call]}, "done": False},
-                  {"message": {"content": ""}, "done": True, "done_reason": "stop"}])
-    assert choices(out)[0][0]["tool_calls"] == [{"index": 0, "id": "call_abc", "type": "function",
-                                                 "function": {"name": "get_weather",
-                                                              "arguments": '{"city":"Paris"}'}}]
+    call = {
+        "id": "call_abc",
+        "function": {"index": 0, "name": "get_weather", "arguments": {"city": "Paris"}},
+    }
+    out = stream(
+        [
+            {"message": {"tool_calls": [call]}, "done": False},
+            {"message": {"content": ""}, "done": True, "done_reason": "stop"},
+        ]
+    )
+    assert choices(out)[0][0]["tool_calls"] == [
+        {
+            "index": 0,
+            "id": "call_abc",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+        }
+    ]
     assert choices(out)[-1] == ({}, "tool_calls")
 
 
-@pytest.mark.parametrize("reason, tool, finish", [("stop", False, "stop"), ("length", False, "length"),
-                                                  ("stop", True, "tool_calls"), ("length", True, "length"),
-                                                  ("", False, "stop"), ("unload", False, "stop")])
+@pytest.mark.parametrize(
+    "reason, tool, finish",
+    [
+        ("stop", False, "stop"),
+        ("length", False, "length"),
+        ("stop", True, "tool_calls"),
+        ("length", True, "length"),
+        ("", False, "stop"),
+        ("unload", False, "stop"),
+    ],
+)
 def test_finish_chunk_table(reason: str, tool: bool, finish: str) -> None:
     assert translate.finish_reason(reason, tool) == finish
 
@@ -172,23 +346,42 @@ def test_error_line_raises() -> None:
 
 
 def test_aggregate_non_streaming() -> None:
-    lines = [{"message": {"thinking": "2+2"}, "done": False}, {"message": {"content": "4"}, "done": False},
-             {"message": {"content": ""}, "done": True, "done_reason": "stop",
-              "prompt_eval_count": 5, "eval_count": 2}]
+    lines = [
+        {"message": {"thinking": "2+2"}, "done": False},
+        {"message": {"content": "4"}, "done": False},
+        {
+            "message": {"content": ""},
+            "done": True,
+            "done_reason": "stop",
+            "prompt_eval_count": 5,
+            "eval_count": 2,
+        },
+    ]
     out = translate.aggregate_chat(lines, completion_id="c", created=1, model="m")
-    assert out["choices"][0] == {"index": 0, "message": {"role": "assistant", "content": "4",
-                                                         "reasoning_content": "2+2"},
-                                 "logprobs": None, "finish_reason": "stop"}
+    assert out["choices"][0] == {
+        "index": 0,
+        "message": {"role": "assistant", "content": "4", "reasoning_content": "2+2"},
+        "logprobs": None,
+        "finish_reason": "stop",
+    }
     assert out["usage"] == {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
     with pytest.raises(UpstreamError):
         translate.aggregate_chat(lines[:2], completion_id="c", created=1, model="m")
 
 
 def test_r24_models_list() -> None:
-    tags = {"models": [{"name": "legacy:latest", "model": "ns/exposed:latest",
-                        "modified_at": "2023-06-16T17:03:22Z"}]}
+    tags = {
+        "models": [
+            {
+                "name": "legacy:latest",
+                "model": "ns/exposed:latest",
+                "modified_at": "2023-06-16T17:03:22Z",
+            }
+        ]
+    }
     assert translate.models_list(tags, NOMAP) == [
-        {"id": "ns/exposed:latest", "object": "model", "created": 1686935002, "owned_by": "ollama"}]
+        {"id": "ns/exposed:latest", "object": "model", "created": 1686935002, "owned_by": "ollama"}
+    ]
     assert translate.models_list({"models": None}, NOMAP) == []
     mapped = translate.models_list(tags, {"pub": "ns/exposed:latest"})
     assert [m["id"] for m in mapped] == ["pub"] and mapped[0]["created"] == 1686935002

@@ -143,11 +143,27 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/api/version":
             self._json(200, {"version": "0.12.6"})
         elif self.path == "/api/tags":
-            self._json(200, {"models": [
-                {"name": m, "model": m, "modified_at": "2025-05-10T08:06:48.63-07:00",
-                 "size": 20201253588, "digest": "0" * 64,
-                 "details": {"format": "gguf", "family": "qwen3", "parameter_size": "32.8B",
-                             "quantization_level": "Q4_K_M"}} for m in st.models]})
+            self._json(
+                200,
+                {
+                    "models": [
+                        {
+                            "name": m,
+                            "model": m,
+                            "modified_at": "2025-05-10T08:06:48.63-07:00",
+                            "size": 20201253588,
+                            "digest": "0" * 64,
+                            "details": {
+                                "format": "gguf",
+                                "family": "qwen3",
+                                "parameter_size": "32.8B",
+                                "quantization_level": "Q4_K_M",
+                            },
+                        }
+                        for m in st.models
+                    ]
+                },
+            )
         elif self.path == "/api/ps":
             self._json(200, {"models": []})
         else:
@@ -184,9 +200,19 @@ class Handler(BaseHTTPRequestHandler):
 
     def _embed(self, body: dict[str, Any]) -> None:
         inputs = body["input"] if isinstance(body.get("input"), list) else [body.get("input")]
-        vectors = [[round(0.1 * (i + 1) + 0.01 * j, 4) for j in range(4)] for i in range(len(inputs))]
-        self._json(200, {"model": body["model"], "embeddings": vectors, "total_duration": 1000,
-                         "load_duration": 10, "prompt_eval_count": 3 * len(inputs)})
+        vectors = [
+            [round(0.1 * (i + 1) + 0.01 * j, 4) for j in range(4)] for i in range(len(inputs))
+        ]
+        self._json(
+            200,
+            {
+                "model": body["model"],
+                "embeddings": vectors,
+                "total_duration": 1000,
+                "load_duration": 10,
+                "prompt_eval_count": 3 * len(inputs),
+            },
+        )
 
     def _lines(self, body: dict[str, Any], b: Behaviour) -> list[dict[str, Any]]:
         model = body["model"]
@@ -199,14 +225,24 @@ class Handler(BaseHTTPRequestHandler):
         for p in pieces:
             lines.append({"message": {"role": "assistant", "content": p}})
         if b.tool_calls and not b.tool_calls_on_done:
-            lines.append({"message": {"role": "assistant", "content": "", "tool_calls": b.tool_calls}})
+            lines.append(
+                {"message": {"role": "assistant", "content": "", "tool_calls": b.tool_calls}}
+            )
         final: dict[str, Any] = {"message": {"role": "assistant", "content": ""}}
         if b.tool_calls and b.tool_calls_on_done:
             final["message"]["tool_calls"] = b.tool_calls
-        final.update({"done": True, "done_reason": b.done_reason, "total_duration": 123456789,
-                      "load_duration": 1234567, "prompt_eval_count": 11,
-                      "prompt_eval_duration": 2345678, "eval_count": len(lines),
-                      "eval_duration": 98765432})
+        final.update(
+            {
+                "done": True,
+                "done_reason": b.done_reason,
+                "total_duration": 123456789,
+                "load_duration": 1234567,
+                "prompt_eval_count": 11,
+                "prompt_eval_duration": 2345678,
+                "eval_count": len(lines),
+                "eval_duration": 98765432,
+            }
+        )
         out = []
         for line in lines:
             out.append({"model": model, "created_at": _now(), **line, "done": False})
@@ -218,8 +254,10 @@ class Handler(BaseHTTPRequestHandler):
         lines = self._lines(body, b)
         if body.get("stream") is False:
             agg = dict(lines[-1])
-            agg["message"] = {"role": "assistant",
-                              "content": "".join(ln["message"].get("content", "") for ln in lines)}
+            agg["message"] = {
+                "role": "assistant",
+                "content": "".join(ln["message"].get("content", "") for ln in lines),
+            }
             return self._json(200, agg)
         self.send_response(200)
         self.send_header("Content-Type", "application/x-ndjson")
