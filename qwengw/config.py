@@ -92,7 +92,6 @@ class UpstreamSettings:
     idle_timeout: float = 60.0
     failure_threshold: int = 5
     open_seconds: float = 30.0
-    heartbeat_seconds: float = 10.0
     pool_size: int = 256
 
 
@@ -433,7 +432,6 @@ def _upstream(ck: _Checker, raw: Any) -> UpstreamSettings:
             "idle_timeout",
             "failure_threshold",
             "open_seconds",
-            "heartbeat_seconds",
             "pool_size",
         },
     )
@@ -444,7 +442,6 @@ def _upstream(ck: _Checker, raw: Any) -> UpstreamSettings:
         idle_timeout=ck.get(d, p, "idle_timeout", num, 60.0, _positive),
         failure_threshold=ck.get(d, p, "failure_threshold", int, 5, _positive),
         open_seconds=ck.get(d, p, "open_seconds", num, 30.0, _positive),
-        heartbeat_seconds=ck.get(d, p, "heartbeat_seconds", num, 10.0, _positive),
         pool_size=ck.get(d, p, "pool_size", int, 256, _positive),
     )
 

@@ -7,10 +7,11 @@ responsible for the message, this module for the shape and the status.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
-from flask import Flask, Response, json
+from flask import Flask, Response
 from flask.blueprints import Blueprint
 from werkzeug.exceptions import HTTPException
 
