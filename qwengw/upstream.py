@@ -320,8 +320,8 @@ class OllamaClient:
                     ) from None
                 self.events.upstream_error(host.label, "connect")
                 log.warning("cannot connect to %s: %s", host.label, type(exc).__name__)
-                if len(tried) < len(self.hosts):
-                    continue
+                if len(tried) < min(2, len(self.hosts)):
+                    continue  # retried once, on another host: nothing was sent to the client
                 raise UpstreamUnavailable(
                     "the model server is not reachable; try again shortly",
                     headers={"Retry-After": "5"},
