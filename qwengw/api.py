@@ -19,7 +19,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, request
 
 from . import translate
-from .allowlist import client_ip, in_networks
+from .allowlist import client_ip, in_networks, parse_ip
 from .audit import AuditRecord
 from .auth import Identity, extract_key
 from .disconnect import Watcher, watch
@@ -98,9 +98,7 @@ def _gate() -> None:
         peer, request.headers.get("X-Forwarded-For"), request.headers.get("X-Real-IP"), trusted
     )
     rid = request.headers.get("X-Request-Id", "")
-    if not (
-        rid and REQUEST_ID.fullmatch(rid) and in_networks(client_ip(peer, None, None, ()), trusted)
-    ):
+    if not (rid and REQUEST_ID.fullmatch(rid) and in_networks(parse_ip(peer), trusted)):
         rid = uuid.uuid4().hex
     record = AuditRecord(
         request_id=rid, client_ip=str(ip) if ip else None, method=request.method, path=request.path
