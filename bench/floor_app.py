@@ -1,0 +1,55 @@
+"""Reference apps for the floor under the gateway's latency, on the same gunicorn gevent worker.
+
+``/raw``: a bare WSGI callable; ``/hello``: Flask returning fixed JSON; ``/proxy``: Flask that
+reads the JSON body, makes the same upstream call as the gateway with urllib3 (pooled, one
+``urlopen`` on a cached pool), reads the whole answer and returns it. Nothing else: no auth, limits,
+audit, metrics or translation. ``FAKE_OLLAMA`` is the upstream base URL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import urllib3
+from flask import Flask, Response, request
+
+flask_app = Flask("floor")
+_pool = urllib3.PoolManager(maxsize=256, retries=False).connection_from_url(
+    os.environ.get("FAKE_OLLAMA", "http://127.0.0.1:11434")
+)
+_BODY = json.dumps(
+    {"model": "fast", "messages": [{"role": "user", "content": "Say hello."}], "stream": True}
+).encode()
+
+
+@flask_app.post("/hello")
+def hello() -> Response:
+    request.get_json(force=True)
+    return Response(b'{"ok":true}', mimetype="application/json")
+
+
+@flask_app.post("/proxy")
+def proxy() -> Response:
+    request.get_json(force=True)
+    resp = _pool.urlopen(
+        "POST",
+        "/api/chat",
+        body=_BODY,
+        headers={"Content-Type": "application/json"},
+        preload_content=False,
+        redirect=False,
+    )
+    data = resp.read()
+    resp.release_conn()
+    return Response(data, mimetype="application/json")
+
+
+def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    if environ["PATH_INFO"] == "/raw":
+        environ["wsgi.input"].read()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "11")])
+        return [b'{"ok":true}']
+    return flask_app(environ, start_response)
