@@ -1,10 +1,7 @@
-"""Pure OpenAI ⇄ Ollama translation: no Flask, no HTTP, no clock.
+"""OpenAI chat-completions request → Ollama ``/api/chat`` payload (pure: validation included).
 
-Request side: ``chat_request_to_ollama`` validates an OpenAI chat body and builds the native
-``/api/chat`` payload from scratch (unknown OpenAI fields are never forwarded, unset sampling
-options are never sent, so the Modelfile's defaults stay in force).
-Response side: Ollama always streams to us (NDJSON); ``ChatStream`` turns native lines into
-OpenAI chunks, and ``aggregate_chat`` folds the same lines into one ``chat.completion``.
+The native request is built from scratch: unknown OpenAI fields are never forwarded and unset
+sampling options are never sent, so the Modelfile's defaults stay in force.
 """
 
 from __future__ import annotations
@@ -12,14 +9,12 @@ from __future__ import annotations
 import base64
 import json
 import re
-import secrets
-import string
-import struct
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidRequest, ModelNotFound, UpstreamError
+from ..errors import InvalidRequest
+from .models import resolve_model
 
 ROLES = {"system", "developer", "user", "assistant", "tool"}
 # What `reasoning_effort` means natively (Ollama's own table, openai/openai.go).
@@ -34,20 +29,7 @@ EFFORT_TO_THINK: dict[str, bool | str] = {
     "ultra": "max",
 }
 THINK_LEVELS = {"low", "medium", "high", "max"}
-# OpenAI fields we accept and deliberately do not forward (no effect on a single-choice answer).
-IGNORED_FIELDS = {
-    "user",
-    "store",
-    "metadata",
-    "service_tier",
-    "parallel_tool_calls",
-    "stream_options",
-    "prompt_cache_key",
-    "safety_identifier",
-    "verbosity",
-}
 DATA_URL = re.compile(r"data:(?:image/(?:png|jpeg|jpg|webp|gif)|)(?:;[^,;]*)*;base64,(.*)", re.S)
-_ALNUM = string.ascii_lowercase + string.digits
 
 
 @dataclass(frozen=True)
@@ -59,16 +41,6 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     prompt_chars: int
-
-
-def resolve_model(public: str, models: Mapping[str, str]) -> str:
-    """Public name → Ollama name. With a ``models:`` map, only its names exist."""
-    if not models:
-        return public
-    try:
-        return models[public]
-    except KeyError:
-        raise ModelNotFound(public) from None
 
 
 def _number(body: Mapping[str, Any], name: str, lo: float | None, hi: float | None) -> float | None:
@@ -373,248 +345,3 @@ def chat_request_to_ollama(body: Any, models: Mapping[str, str]) -> ChatRequest:
     if options:
         payload["options"] = options
     return ChatRequest(payload, model, stream, include_usage, chars)
-
-
-# --------------------------------------------------------------------------- response side
-
-
-def new_call_id() -> str:
-    return "call_" + "".join(secrets.choice(_ALNUM) for _ in range(24))
-
-
-def _openai_tool_call(native: Mapping[str, Any], index: int) -> dict[str, Any]:
-    fn = native.get("function") or {}
-    args = fn.get("arguments", {})
-    return {
-        "index": index,
-        "id": native.get("id") or new_call_id(),
-        "type": "function",
-        "function": {
-            "name": fn.get("name", ""),
-            "arguments": args
-            if isinstance(args, str)
-            else json.dumps(args, ensure_ascii=False, separators=(",", ":")),
-        },
-    }
-
-
-def finish_reason(done_reason: Any, saw_tool_call: bool) -> str:
-    """``length`` wins; a tool call turns ``stop`` into ``tool_calls``; else ``stop``."""
-    if done_reason == "length":
-        return "length"
-    return "tool_calls" if saw_tool_call else "stop"
-
-
-def usage_from(final: Mapping[str, Any]) -> dict[str, int]:
-    prompt = int(final.get("prompt_eval_count") or 0)
-    completion = int(final.get("eval_count") or 0)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }
-
-
-def check_line(line: Mapping[str, Any]) -> None:
-    """A native ``{"error": ...}`` line ends the stream with that error."""
-    if "error" in line:
-        raise UpstreamError(
-            f"the model failed while generating: {line['error']}", code="upstream_error"
-        )
-
-
-@dataclass
-class ChatStream:
-    """Native NDJSON lines → OpenAI ``chat.completion.chunk`` dicts, one instance per stream."""
-
-    completion_id: str
-    created: int
-    model: str
-    include_usage: bool = False
-    sent_role: bool = False
-    tool_calls: int = 0
-    usage: dict[str, int] | None = None
-    finish: str | None = None
-    output_lines: int = 0  # lines with output: ≈ tokens seen, for an answer cut short
-
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        if not self.sent_role:
-            delta = {"role": "assistant", **delta}
-            delta.setdefault("content", "")
-            self.sent_role = True
-        return {
-            "id": self.completion_id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
-
-    def feed(self, line: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-        check_line(line)
-        msg = line.get("message") or {}
-        thinking, content = msg.get("thinking") or "", msg.get("content") or ""
-        calls = msg.get("tool_calls") or []
-        if thinking or content or calls:
-            self.output_lines += 1
-        if thinking:
-            yield self._chunk({"reasoning_content": thinking})
-        if content or calls:
-            delta: dict[str, Any] = {"content": content} if content else {}
-            if calls:
-                delta["tool_calls"] = [
-                    _openai_tool_call(c, self.tool_calls + k) for k, c in enumerate(calls)
-                ]
-                self.tool_calls += len(calls)
-            yield self._chunk(delta)
-        if line.get("done"):
-            if not self.sent_role:
-                yield self._chunk({})  # an empty completion still announces the role
-            self.finish = finish_reason(line.get("done_reason"), self.tool_calls > 0)
-            self.usage = usage_from(line)
-            yield self._chunk({}, self.finish)
-            if self.include_usage:
-                yield {
-                    "id": self.completion_id,
-                    "object": "chat.completion.chunk",
-                    "created": self.created,
-                    "model": self.model,
-                    "choices": [],
-                    "usage": self.usage,
-                }
-
-
-def aggregate_chat(
-    lines: Iterable[Mapping[str, Any]], *, completion_id: str, created: int, model: str
-) -> dict[str, Any]:
-    """Fold native stream lines into one OpenAI ``chat.completion``."""
-    content: list[str] = []
-    thinking: list[str] = []
-    calls: list[dict[str, Any]] = []
-    final: Mapping[str, Any] | None = None
-    for line in lines:
-        check_line(line)
-        msg = line.get("message") or {}
-        content.append(msg.get("content") or "")
-        thinking.append(msg.get("thinking") or "")
-        for c in msg.get("tool_calls") or []:
-            calls.append(_openai_tool_call(c, len(calls)))
-        if line.get("done"):
-            final = line
-            break
-    if final is None:
-        raise UpstreamError("the model's answer ended before it was complete")
-    text = "".join(content)
-    message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
-    if calls:
-        message["tool_calls"] = [{k: v for k, v in c.items() if k != "index"} for c in calls]
-    if any(thinking):
-        message["reasoning_content"] = "".join(thinking)
-    return {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": finish_reason(final.get("done_reason"), bool(calls)),
-            }
-        ],
-        "usage": usage_from(final),
-    }
-
-
-# --------------------------------------------------------------------------- models, embeddings
-
-
-def _created(modified_at: Any) -> int:
-    from datetime import datetime
-
-    if isinstance(modified_at, str):
-        try:
-            return int(datetime.fromisoformat(modified_at.replace("Z", "+00:00")).timestamp())
-        except ValueError:
-            return 0
-    return 0
-
-
-def models_list(tags: Mapping[str, Any], models: Mapping[str, str]) -> list[dict[str, Any]]:
-    """``/api/tags`` → OpenAI model objects; with a ``models:`` map, only its public names."""
-    entries = tags.get("models") or []
-    by_name: dict[str, Mapping[str, Any]] = {}
-    for e in entries:
-        for key in ("model", "name"):
-            if isinstance(e.get(key), str):
-                by_name.setdefault(e[key], e)
-    if models:
-        pairs = [
-            (public, by_name.get(up) or by_name.get(f"{up}:latest"))
-            for public, up in models.items()
-        ]
-    else:
-        pairs = [(e.get("model") or e.get("name"), e) for e in entries]
-    return [
-        {
-            "id": name,
-            "object": "model",
-            "created": _created((e or {}).get("modified_at")),
-            "owned_by": "ollama",
-        }
-        for name, e in pairs
-        if isinstance(name, str)
-    ]
-
-
-@dataclass(frozen=True)
-class EmbeddingRequest:
-    payload: dict[str, Any]
-    public_model: str
-    base64: bool
-    prompt_chars: int
-
-
-def embeddings_request_to_ollama(body: Any, models: Mapping[str, str]) -> EmbeddingRequest:
-    if not isinstance(body, dict):
-        raise InvalidRequest("the request body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("'model' is required", param="model")
-    inp = body.get("input")
-    if isinstance(inp, str):
-        chars = len(inp)
-    elif isinstance(inp, list) and inp and all(isinstance(s, str) for s in inp):
-        chars = sum(len(s) for s in inp)
-    else:
-        raise InvalidRequest(
-            "'input' must be a string or a non-empty array of strings", param="input"
-        )
-    fmt = body.get("encoding_format", "float")
-    if fmt not in ("float", "base64"):
-        raise InvalidRequest(
-            "'encoding_format' must be 'float' or 'base64'", param="encoding_format"
-        )
-    payload: dict[str, Any] = {"model": resolve_model(model, models), "input": inp}
-    dims = _integer(body, "dimensions", 1)
-    if dims is not None:
-        payload["dimensions"] = dims
-    return EmbeddingRequest(payload, model, fmt == "base64", chars)
-
-
-def embeddings_response(native: Mapping[str, Any], req: EmbeddingRequest) -> dict[str, Any]:
-    vectors = native.get("embeddings") or []
-    data = []
-    for i, vec in enumerate(vectors):
-        emb: Any = vec
-        if req.base64:
-            emb = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode("ascii")
-        data.append({"object": "embedding", "index": i, "embedding": emb})
-    prompt = int(native.get("prompt_eval_count") or 0)
-    return {
-        "object": "list",
-        "data": data,
-        "model": req.public_model,
-        "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
-    }

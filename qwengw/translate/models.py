@@ -1,0 +1,55 @@
+"""Model names: the public ⇄ Ollama map, and ``/api/tags`` → OpenAI model objects."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from ..errors import ModelNotFound
+
+
+def resolve_model(public: str, models: Mapping[str, str]) -> str:
+    """Public name → Ollama name. With a ``models:`` map, only its names exist."""
+    if not models:
+        return public
+    try:
+        return models[public]
+    except KeyError:
+        raise ModelNotFound(public) from None
+
+
+def _created(modified_at: Any) -> int:
+    if isinstance(modified_at, str):
+        try:
+            return int(datetime.fromisoformat(modified_at.replace("Z", "+00:00")).timestamp())
+        except ValueError:
+            return 0
+    return 0
+
+
+def models_list(tags: Mapping[str, Any], models: Mapping[str, str]) -> list[dict[str, Any]]:
+    """``/api/tags`` → OpenAI model objects; with a ``models:`` map, only its public names."""
+    entries = tags.get("models") or []
+    by_name: dict[str, Mapping[str, Any]] = {}
+    for e in entries:
+        for key in ("model", "name"):
+            if isinstance(e.get(key), str):
+                by_name.setdefault(e[key], e)
+    if models:
+        pairs = [
+            (public, by_name.get(up) or by_name.get(f"{up}:latest"))
+            for public, up in models.items()
+        ]
+    else:
+        pairs = [(e.get("model") or e.get("name"), e) for e in entries]
+    return [
+        {
+            "id": name,
+            "object": "model",
+            "created": _created((e or {}).get("modified_at")),
+            "owned_by": "ollama",
+        }
+        for name, e in pairs
+        if isinstance(name, str)
+    ]
