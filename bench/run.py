@@ -777,7 +777,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=3000, help="sequential requests per path")
     ap.add_argument("--seconds", type=float, default=2.0, help="per throughput run (4 per level)")
     ap.add_argument("--no-write", action="store_true", help="do not write docs/benchmarks.md")
-    ap.add_argument("--notes", help="a Markdown file appended to docs/benchmarks.md")
+    ap.add_argument("--notes", help="Markdown appended to the doc (default: bench/notes.md)")
     args = ap.parse_args(argv)
     if args.redis and not shutil.which("redis-server"):
         print("bench: --redis needs redis-server (apt-get install redis-server)", file=sys.stderr)
@@ -822,7 +822,8 @@ def main(argv: list[str] | None = None) -> int:
             + (" --redis" if args.redis else "")
             + (" --profile" if args.profile else "")
         )
-        notes = Path(args.notes).read_text() if args.notes else ""
+        notes_path = Path(args.notes) if args.notes else Path(__file__).with_name("notes.md")
+        notes = notes_path.read_text() if notes_path.exists() else ""
         DOC.write_text(render_doc(results, cmd, machine(), took, notes))
         print(f"\nwrote {DOC.relative_to(ROOT)}")
     (Path(tempfile.gettempdir()) / "qwengw-bench.json").write_text(json.dumps(results, indent=1))
