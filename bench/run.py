@@ -670,7 +670,7 @@ def targets(res: dict[str, Any]) -> list[str]:
 
 
 def render_doc(
-    results: list[dict[str, Any]], cmd: str, mach: dict[str, str], took: float, notes: str
+    results: list[dict[str, Any]], cmd: str, mach: dict[str, str], took: float | None, notes: str
 ) -> str:
     out = [
         "# Benchmarks: what the gateway costs",
@@ -684,7 +684,7 @@ def render_doc(
         f"- CPU: {mach['cpu']}; memory: {mach['memory']}",
         f"- OS: {mach['os']}; Python {mach['python']}",
         f"- {mach['packages']}",
-        f"- command: `{cmd}` (took {took:.0f} s)",
+        f"- command: `{cmd}`" + (f" (took {took:.0f} s)" if took else ""),
         "",
         "Gateway: `gunicorn wsgi:app`, 2 gevent workers, with API-key auth (16 keys, requests "
         "rotate over them), IP allowlist behind a trusted proxy (`X-Forwarded-For`), rate limit "
@@ -722,7 +722,7 @@ def render_doc(
             f"**{dp50 * 1000:.0f} µs** to the p50 latency of a request and "
             f"**{dcpu * 1000:.0f} µs** of gateway CPU per request at concurrency 16 "
             f"(throughput at 16: {f1(m['throughput']['16']['gateway'])} → "
-            f"{f1(r['throughput']['16']['gateway'])} req/s). A chat request makes 4 Redis "
+            f"{f1(r['throughput']['16']['gateway'])} req/s). A chat request makes 5 Redis "
             "round trips: the failed-auth check, the rate-limit hit and its window stats, and "
             "the in-flight slot (incr, and decr at the end); Redis runs on the same 2 cores.",
             "",
