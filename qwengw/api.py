@@ -9,9 +9,9 @@ server closes the response (``call_on_close``), which also runs when a streaming
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,7 +99,7 @@ def _gate() -> None:
     )
     rid = request.headers.get("X-Request-Id", "")
     if not (rid and REQUEST_ID.fullmatch(rid) and in_networks(parse_ip(peer), trusted)):
-        rid = uuid.uuid4().hex
+        rid = os.urandom(16).hex()
     record = AuditRecord(
         request_id=rid, client_ip=str(ip) if ip else None, method=request.method, path=request.path
     )
@@ -261,7 +261,7 @@ def chat_completions() -> Response:
     )
     ctx.upstream = up
     rec.upstream = up.host.label
-    completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    completion_id, created = f"chatcmpl-{os.urandom(16).hex()}", int(time.time())
     if not req.stream:
         result = translate.aggregate_chat(
             _lines(up, ctx), completion_id=completion_id, created=created, model=req.public_model

@@ -2,9 +2,10 @@
 
 WSGI has no disconnect signal: a gone client is normally noticed only at the next write, and
 nothing is written while Ollama loads a model, queues the request or thinks silently. Under
-gunicorn's gevent worker a small greenlet waits for the client socket to become readable and
-peeks: end-of-file means the client closed, and ``on_gone`` runs (it closes the upstream
-connection, which makes Ollama stop). Elsewhere (other servers, tests) this is a no-op.
+gunicorn's gevent worker an event-loop watcher waits for the client socket to become readable;
+then a peek tells end-of-file (the client closed: ``on_gone`` runs and closes the upstream
+connection, which makes Ollama stop) from a pipelined next request (nothing to do). A watcher
+costs one loop registration per request, not a greenlet. Elsewhere (other servers) it is a no-op.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 class Watcher:
     def __init__(self) -> None:
-        self._greenlet: Any = None
+        self._io: Any = None
         self._request_greenlet: Any = None
         self.gone = False
 
@@ -35,9 +36,10 @@ class Watcher:
 
     def stop(self) -> None:
         self._request_greenlet = None
-        if self._greenlet is not None:
-            self._greenlet.kill(block=False)
-            self._greenlet = None
+        if self._io is not None:
+            self._io.stop()
+            self._io.close()
+            self._io = None
 
 
 def watch(environ: dict[str, Any], on_gone: Callable[[Watcher], None]) -> Watcher:
@@ -48,28 +50,30 @@ def watch(environ: dict[str, Any], on_gone: Callable[[Watcher], None]) -> Watche
     try:
         import gevent
         from gevent import monkey
-        from gevent.socket import wait_read
     except ImportError:  # pragma: no cover - gevent is a dependency
         return watcher
     if not monkey.is_module_patched("socket"):
         return watcher
 
-    def run() -> None:
-        fd = sock.fileno()
-        while True:
-            wait_read(fd)  # parks this greenlet only
-            try:
-                data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                continue  # spurious wake-up
-            except OSError:
-                data = b""
-            break
-        if data == b"":
+    def check() -> None:
+        # In a greenlet, not in the loop callback: a gevent socket may wait cooperatively.
+        if watcher._io is None:
+            return  # stopped meanwhile
+        try:
+            data = sock.recv(1, socket.MSG_PEEK)
+        except OSError:
+            data = b""
+        if data == b"" and watcher._io is not None:
             watcher.gone = True
             on_gone(watcher)
         # Data means a pipelined next request: the client is still there; stop watching.
 
+    def readable() -> None:
+        if watcher._io is not None:
+            watcher._io.stop()
+            gevent.spawn(check)
+
     watcher._request_greenlet = gevent.getcurrent()
-    watcher._greenlet = gevent.spawn(run)
+    watcher._io = gevent.get_hub().loop.io(sock.fileno(), 1)  # 1: readable
+    watcher._io.start(readable)
     return watcher
