@@ -25,12 +25,12 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("audit line (qwengw/audit.py)", ("qwengw/audit.py",)),
     ("auth + allowlist (qwengw/auth.py, allowlist.py)", ("qwengw/auth.py", "qwengw/allowlist.py")),
     (
-        "client-disconnect watcher (qwengw/disconnect.py, greenlet spawn/kill)",
+        "client-disconnect watcher (qwengw/disconnect.py)",
         ("qwengw/disconnect.py",),
     ),
-    ("OpenAI⇄Ollama translation (qwengw/translate.py)", ("qwengw/translate.py",)),
+    ("OpenAI⇄Ollama translation (qwengw/translate/)", ("qwengw/translate/",)),
     ("json encode/decode (any caller)", ("json/",)),
-    ("uuid4 (request and completion ids)", ("uuid.py",)),
+    ("ids (request and completion ids)", ("uuid.py",)),
     ("gevent socket calls (send/recv wrappers)", ("gevent/_socket3.py", "gevent/_socketcommon.py")),
 ]
 
