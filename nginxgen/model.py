@@ -58,6 +58,11 @@ def parse_version(text: str | tuple[int, ...]) -> tuple[int, int, int]:
     return (parts[0], parts[1], parts[2])
 
 
+def version_text(version: tuple[int, int, int]) -> str:
+    """(1, 25, 1) → '1.25.1'."""
+    return ".".join(map(str, version))
+
+
 def parse_size(value: int | str) -> int:
     """'25m' / '512k' / 1048576 → bytes (nginx size units)."""
     if isinstance(value, int):

@@ -137,3 +137,56 @@ def test_cli_lint_clean_site_exits_0(tmp_path: Path, capsys):
 def test_cli_lint_missing_file_is_a_usage_error(capsys):
     assert main(["lint", "/nonexistent/site.conf"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def _lines(text: str, rule_id: str, **kw) -> list[int]:
+    return [f.line for f in lint_text(text, **kw) if f.rule == rule_id]
+
+
+OK_SERVER = "server_tokens off; location / { return 200; }"
+
+
+def test_ng28_directive_twice_in_one_block():
+    bad = (
+        f"server {{ listen 80; {OK_SERVER}\n"
+        "    client_max_body_size 1m;\n"
+        "    client_max_body_size 25m;\n"
+        "    location /v1/ { proxy_read_timeout 300s;\n"
+        "        proxy_read_timeout 60s; proxy_pass http://127.0.0.1:1; } }"
+    )
+    assert _lines(bad, "NG28") == [3, 5]
+    # array directives repeat legitimately
+    good = (
+        "server { listen 80; server_tokens off; add_header A 1; add_header B 2;"
+        " location / { proxy_set_header A 1; proxy_set_header B 2;"
+        " proxy_pass http://127.0.0.1:1; } }"
+    )
+    assert _lines(good, "NG28") == []
+
+
+def test_ng28_two_default_servers_on_one_socket():
+    bad = (
+        f"server {{ listen 80 default_server; {OK_SERVER} }}\n"
+        f"server {{ listen *:80 default_server; {OK_SERVER} }}"
+    )
+    assert _lines(bad, "NG28") == [2]
+    good = (
+        f"server {{ listen 80 default_server; {OK_SERVER} }}\n"
+        f"server {{ listen [::]:80 default_server; listen 8080 default_server; {OK_SERVER} }}"
+    )
+    assert _lines(good, "NG28") == []
+
+
+def test_ng17_tls_policy_in_non_default_server():
+    bad = (
+        f"server {{ listen 443 ssl; server_name a; ssl_protocols TLSv1.2 TLSv1.3; {OK_SERVER} }}\n"
+        f"server {{ listen 443 ssl; server_name b; ssl_protocols TLSv1.3; {OK_SERVER} }}"
+    )
+    assert _lines(bad, "NG17") == [2]
+    # at http level every server gets it; a non-default server's ssl_ciphers is honoured
+    good = (
+        "ssl_protocols TLSv1.2 TLSv1.3;\n"
+        f"server {{ listen 443 ssl; server_name a; {OK_SERVER} }}\n"
+        f"server {{ listen 443 ssl; server_name b; ssl_ciphers HIGH:!aNULL; {OK_SERVER} }}"
+    )
+    assert _lines(good, "NG17") == []
