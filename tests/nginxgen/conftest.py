@@ -386,9 +386,10 @@ def gixy_findings(tmp_path: Path):
         d = tmp_path / "gixy"
         d.mkdir(exist_ok=True)
         (d / "site.conf").write_text(site_text)
+        # An absolute include: a relative one may be resolved against the working directory.
         (d / "nginx.conf").write_text(
             "worker_rlimit_nofile 8192;\nevents { worker_connections 1024; }\n"
-            "http {\n    include site.conf;\n}\n"
+            f"http {{\n    include {d / 'site.conf'};\n}}\n"
         )
         proc = subprocess.run(
             [GIXY, "-f", "json", str(d / "nginx.conf")], capture_output=True, text=True, timeout=60
