@@ -129,6 +129,27 @@ def _gate() -> None:
     request.max_content_length = max_body  # also bounds chunked bodies while they are read
 
 
+def _admit_validated(
+    st: GatewayState,
+    ctx: RequestCtx,
+    model: str,
+    stream: bool,
+    prompt_chars: int,
+    what: str,
+    param: str,
+) -> None:
+    """A valid request: record it, bound its size, take its limits, watch its client."""
+    rec = ctx.record
+    rec.model, rec.stream, rec.prompt_chars = model, stream, prompt_chars
+    limit = st.settings.request.max_prompt_chars
+    if prompt_chars > limit:
+        raise InvalidRequest(
+            f"{what} too long, max {limit} chars", param=param, code="context_length_exceeded"
+        )
+    _admit(st, ctx)
+    _watch_client(ctx)
+
+
 def _admit(st: GatewayState, ctx: RequestCtx) -> None:
     """Rate limit, then an in-flight slot: per key, or per client IP when auth is off."""
     s = st.settings
@@ -247,15 +268,7 @@ def chat_completions() -> Response:
     s = st.settings
     req = translate.chat_request_to_ollama(_json_body(), s.models)
     rec = ctx.record
-    rec.model, rec.stream, rec.prompt_chars = req.public_model, req.stream, req.prompt_chars
-    if req.prompt_chars > s.request.max_prompt_chars:
-        raise InvalidRequest(
-            f"prompt too long, max {s.request.max_prompt_chars} chars",
-            param="messages",
-            code="context_length_exceeded",
-        )
-    _admit(st, ctx)
-    _watch_client(ctx)
+    _admit_validated(st, ctx, req.public_model, req.stream, req.prompt_chars, "prompt", "messages")
     up = st.client.stream_chat(
         req.payload, request_id=rec.request_id, public_model=req.public_model
     )
@@ -305,15 +318,7 @@ def embeddings() -> Response:
     s = st.settings
     req = translate.embeddings_request_to_ollama(_json_body(), s.models)
     rec = ctx.record
-    rec.model, rec.stream, rec.prompt_chars = req.public_model, False, req.prompt_chars
-    if req.prompt_chars > s.request.max_prompt_chars:
-        raise InvalidRequest(
-            f"input too long, max {s.request.max_prompt_chars} chars",
-            param="input",
-            code="context_length_exceeded",
-        )
-    _admit(st, ctx)
-    _watch_client(ctx)
+    _admit_validated(st, ctx, req.public_model, False, req.prompt_chars, "input", "input")
     native = st.client.call_json(
         "POST", "/api/embed", req.payload, request_id=rec.request_id, public_model=req.public_model
     )
