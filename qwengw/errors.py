@@ -106,7 +106,7 @@ class ClientGone(GatewayError):
 
 
 class UpstreamError(GatewayError):
-    """Ollama answered with a server error (502), or a 4xx passed on with its class."""
+    """Ollama failed: a 5xx answer, or a stream that broke, stopped early or sent garbage."""
 
     status = 502
     type = "api_error"
