@@ -5,7 +5,10 @@ from setuptools import find_packages, setup
 setup(
     name="qwengw",
     version="0.1.0",
-    description="OpenAI-compatible gateway for Ollama (auth, allowlist, limits, audit) and a hardened Nginx site generator",
+    description=(
+        "OpenAI-compatible gateway for Ollama (auth, allowlist, limits, audit) "
+        "and a hardened Nginx site generator"
+    ),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
@@ -19,12 +22,16 @@ setup(
         "limits>=5.0",
         "crossplane>=0.5.8",
         "pyyaml>=6.0",
+        "urllib3>=2.0",
+        # /metrics under several workers needs prometheus-client's multiprocess mode.
+        "prometheus-client>=0.20",
+        # redis:// rate-limit storage (exact limits across workers and instances).
+        "redis>=5.0",
     ],
     extras_require={
-        # redis: exact rate limits shared by all workers and instances (limits' redis storage).
-        "redis": ["redis>=5.0"],
-        # metrics: Prometheus text format with multiprocess mode for several gunicorn workers.
-        "metrics": ["prometheus-client>=0.20"],
+        # Kept so that `pip install 'qwengw[redis,metrics]'` from older docs still works.
+        "redis": [],
+        "metrics": [],
         "test": [
             "pytest>=8",
             "openai>=1.40",

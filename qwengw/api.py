@@ -71,11 +71,20 @@ def _json_response(obj: Any, status: int = 200) -> Response:
     return Response(_json_dumps(obj), status=status, mimetype="application/json")
 
 
-def make_blueprint() -> Blueprint:
-    """A fresh blueprint per app, so two gateways in one process never share handlers."""
+def make_blueprint(*, whole_app: bool = False) -> Blueprint:
+    """A fresh blueprint per app, so two gateways in one process never share handlers.
+
+    ``whole_app``: the gate and the audit cover every request of the app (unknown paths and
+    wrong methods included), as when the gateway is the whole app. Embedded in a host app,
+    they cover only the gateway's routes.
+    """
     bp = Blueprint("qwengw", __name__)
-    bp.before_request(_gate)
-    bp.after_request(_finish)
+    if whole_app:
+        bp.before_app_request(_gate)
+        bp.after_app_request(_finish)
+    else:
+        bp.before_request(_gate)
+        bp.after_request(_finish)
     bp.add_url_rule("/v1/chat/completions", "chat_completions", chat_completions, methods=["POST"])
     bp.add_url_rule("/v1/embeddings", "embeddings", embeddings, methods=["POST"])
     bp.add_url_rule("/v1/models", "list_models", list_models, methods=["GET"])
@@ -126,7 +135,9 @@ def _gate() -> None:
     max_body = s.request.max_body_bytes
     if request.content_length is not None and request.content_length > max_body:
         raise PayloadTooLarge(f"request body too large, max {max_body} bytes")
-    request.max_content_length = max_body  # also bounds chunked bodies while they are read
+    # A chunked body has no length to check up front: reading stops one byte past the limit,
+    # and _json_body turns "more than the limit" into the same 413.
+    request.max_content_length = max_body + 1
 
 
 def _admit_validated(
@@ -151,19 +162,23 @@ def _admit_validated(
 
 
 def _admit(st: GatewayState, ctx: RequestCtx) -> None:
-    """Rate limit, then an in-flight slot: per key, or per client IP when auth is off."""
+    """An in-flight slot, then the rate: per key, or per client IP when auth is off.
+
+    The slot comes first so that a request refused for concurrency does not use up rate; a
+    request then refused by the rate gives its slot back in ``_complete``.
+    """
     s = st.settings
     identity = ctx.identity.key_id if ctx.identity else f"ip:{ctx.record.client_ip}"
     try:
-        if s.rate_limit.enabled:
-            decision = st.limiter.hit(identity, ctx.identity.key_id if ctx.identity else None)
-            if decision:
-                ctx.decision_headers = decision.headers()
         limit = (
             ctx.identity.max_concurrent if ctx.identity else None
         ) or s.rate_limit.max_concurrent
         if st.limiter.acquire(identity, limit):
             ctx.slot = identity
+        if s.rate_limit.enabled:
+            decision = st.limiter.hit(identity, ctx.identity.key_id if ctx.identity else None)
+            if decision:
+                ctx.decision_headers = decision.headers()
     except GatewayError as err:
         if err.status == 429:
             st.metrics.rate_limited(err.code or "rate_limit_exceeded")
@@ -230,9 +245,16 @@ def _complete(st: GatewayState, ctx: RequestCtx) -> None:
 
 
 def _json_body() -> Any:
-    if not request.get_data(cache=True):
+    data = request.get_data(cache=True)
+    if not data:
         raise InvalidRequest("the request body is required (JSON)")
-    body = request.get_json(force=True, silent=True)
+    max_body = _state().settings.request.max_body_bytes
+    if len(data) > max_body:
+        raise PayloadTooLarge(f"request body too large, max {max_body} bytes")
+    try:
+        body = request.get_json(force=True, silent=True)
+    except RecursionError:  # e.g. 100,000 nested brackets: not a stack trace in the log
+        body = None
     if body is None:
         raise InvalidRequest("the request body is not valid JSON")
     return body

@@ -11,6 +11,7 @@ from flask import Flask
 
 from .api import make_blueprint
 from .config import Settings, load_settings
+from .config import warnings as config_warnings
 from .errors import register_error_handlers
 from .state import GatewayState
 
@@ -34,7 +35,7 @@ class Gateway:
         settings = load_settings(self.config)
         state = GatewayState.build(settings)
         app.extensions["qwengw"] = state
-        bp = make_blueprint()
+        bp = make_blueprint(whole_app=standalone)
         if standalone:
             # App-level handlers also catch routing 404/405, which a blueprint cannot.
             register_error_handlers(app)
@@ -43,7 +44,7 @@ class Gateway:
         app.register_blueprint(bp)
         _configure_logging(settings.log_level)
         workers = int(os.environ.get("QWENGW_WORKERS", "1"))
-        for warning in state.startup_warnings(workers):
+        for warning in config_warnings(settings, workers):
             log.warning(warning)
         return state
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .config import CONFIG_ENV, ConfigError, hash_key, load_settings
+from .config import warnings as config_warnings
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -48,8 +49,8 @@ def _check_config(args: argparse.Namespace) -> int:
         f"({rl.max_requests}/{rl.window_seconds}s, "
         f"storage {rl.storage.split('://')[0]}://)"
     )
-    if s.auth.plain_key_count:
-        print("  warning: auth.valid_keys stores plain-text keys; use auth.keys with sha256")
+    for warning in config_warnings(s, s.workers):
+        print(f"  warning: {warning}")
     return 0
 
 

@@ -135,7 +135,7 @@ class _Checker:
         if data is None:
             return {}
         if not isinstance(data, dict):
-            self.problems.append(f"{path}: expected a mapping, got {_kind(data)}")
+            self.problems.append(f"{path or '(top level)'}: expected a mapping, got {_kind(data)}")
             return {}
         for key in data:
             if key not in allowed:
@@ -215,9 +215,18 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 def _check_url(value: str) -> str | None:
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return "expected an http:// or https:// URL"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "expected an http:// or https:// URL"
+    if parts.username or parts.password or parts.query or parts.fragment:
+        # Never honoured, and a URL with credentials would end up in logs.
+        return "credentials, query strings and fragments are not supported (scheme://host:port)"
+    if parts.path not in ("", "/"):
+        return "a path prefix is not supported; give scheme://host:port only"
     return None
 
 
@@ -293,6 +302,7 @@ def _auth(ck: _Checker, raw: Any, base_dir: Path) -> AuthSettings:
             "failure_window_seconds",
         },
     )
+    problems_before = len(ck.problems)
     enabled = ck.get(d, p, "enabled", bool, False)
     plain = ck.get(d, p, "valid_keys", list, [])
     keys: list[ApiKey] = []
@@ -322,7 +332,7 @@ def _auth(ck: _Checker, raw: Any, base_dir: Path) -> AuthSettings:
     ids = [k.id for k in keys]
     for dup in sorted({i for i in ids if ids.count(i) > 1}):
         ck.problems.append(f"{p}.keys: id {dup!r} is used more than once")
-    if enabled and not keys:
+    if enabled and not keys and len(ck.problems) == problems_before:  # not when a key was bad
         ck.problems.append(
             f"{p}: enabled but no keys are configured (valid_keys, keys or keys_file)"
         )
@@ -347,7 +357,7 @@ def _whitelist(ck: _Checker, raw: Any) -> WhitelistSettings:
     d = ck.section(raw, p, {"enabled", "ips", "trusted_proxies"})
     enabled = ck.get(d, p, "enabled", bool, False)
     ips = _networks(ck, d, p, "ips")
-    if enabled and not ips and "ips" in d:
+    if enabled and not ips and d.get("ips") == []:
         ck.problems.append(f"{p}.ips: enabled with an empty list would reject every client")
     return WhitelistSettings(enabled, ips, _networks(ck, d, p, "trusted_proxies"))
 
@@ -504,6 +514,29 @@ TOP_LEVEL = {
 }
 
 
+def warnings(s: Settings, workers: int = 1) -> list[str]:
+    """Valid but risky choices, said at start-up and by ``qwengw check-config``."""
+    out = []
+    if s.auth.plain_key_count:
+        out.append(
+            f"auth.valid_keys holds {s.auth.plain_key_count} plain-text key(s); store "
+            "hashes instead (auth.keys with sha256 from `qwengw hash-key`)"
+        )
+    if s.rate_limit.enabled and s.rate_limit.storage.startswith("memory") and workers > 1:
+        out.append(
+            f"rate_limit.storage is memory:// with {workers} workers: limits are per "
+            f"worker (up to {workers}x the configured rate); use redis:// for exact limits"
+        )
+    if not s.auth.enabled:
+        out.append("auth is disabled: anyone who can reach the gateway can use the model")
+    if s.listen_host in ("0.0.0.0", "::"):
+        out.append(
+            f"listen {s.listen} accepts connections on every interface; behind Nginx on the "
+            "same box use 127.0.0.1, and close the port in the firewall"
+        )
+    return out
+
+
 def settings_from_dict(
     raw: Any, *, source: str = "configuration", base_dir: Path | None = None
 ) -> Settings:
@@ -511,6 +544,9 @@ def settings_from_dict(
     ck = _Checker()
     d = ck.section(raw if raw is not None else {}, "", TOP_LEVEL)
     host, port = "127.0.0.1", 18789
+    if isinstance(d.get("listen"), int) and not isinstance(d.get("listen"), bool):
+        ck.problems.append(f'listen: expected a quoted "HOST:PORT", e.g. "127.0.0.1:{d["listen"]}"')
+        d = {k: v for k, v in d.items() if k != "listen"}
     listen = ck.get(d, "", "listen", str, None)
     if listen is not None:
         try:

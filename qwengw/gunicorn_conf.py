@@ -5,16 +5,22 @@
 # Never set preload_app: the app must be imported after patching.
 import glob
 import os
+import shutil
 import socket
 import sys
 import tempfile
 from importlib.util import find_spec
 from urllib.parse import urlsplit
 
-from qwengw.config import ConfigError, Settings, load_settings
+from qwengw.config import ConfigError, Settings, load_settings, parse_listen
 
 try:
     _settings = load_settings()  # $QWENGW_CONFIG, else built-in defaults
+    if os.environ.get("QWENGW_BIND"):
+        try:
+            parse_listen(os.environ["QWENGW_BIND"])
+        except ValueError as _bad:
+            raise ConfigError([f"QWENGW_BIND: {_bad}"], "the environment") from None
 except ConfigError as _err:
     sys.stderr.write(f"qwengw: {_err}\n")
     raise SystemExit(2) from None
@@ -41,8 +47,14 @@ loglevel = _settings.log_level
 proc_name = "qwengw"
 
 # Prometheus multiprocess mode: the directory must be known before workers import the client.
-if _settings.metrics.enabled and find_spec("prometheus_client") is not None:
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="qwengw-metrics-"))
+_own_metrics_dir = None
+if (
+    _settings.metrics.enabled
+    and find_spec("prometheus_client") is not None
+    and not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+):
+    _own_metrics_dir = tempfile.mkdtemp(prefix="qwengw-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir
 
 
 def on_starting(server):
@@ -51,6 +63,11 @@ def on_starting(server):
         os.makedirs(metrics_dir, exist_ok=True)
         for path in glob.glob(os.path.join(metrics_dir, "*.db")):
             os.remove(path)
+
+
+def on_exit(server):
+    if _own_metrics_dir:  # made by us for this run: do not leave one behind per start
+        shutil.rmtree(_own_metrics_dir, ignore_errors=True)
 
 
 def when_ready(server):

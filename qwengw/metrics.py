@@ -175,7 +175,7 @@ class PrometheusMetrics(NullMetrics):
             multiprocess.MultiProcessCollector(registry)
         else:
             registry = self.registry
-        return Response(pc.generate_latest(registry), mimetype=pc.CONTENT_TYPE_LATEST)
+        return Response(pc.generate_latest(registry), content_type=pc.CONTENT_TYPE_LATEST)
 
 
 def build_metrics(enabled: bool, upstreams: list[str]) -> NullMetrics:

@@ -109,29 +109,41 @@ class Limiter:
             )
 
     def hit(self, identity: str, key_id: str | None) -> Decision | None:
-        """Count one request for ``identity``; raise ``RateLimited`` when over the limit."""
+        """Count one request for ``identity``; raise ``RateLimited`` when over the limit.
+
+        With several limits on a key (``"10/second;1000/day"``) every one is tested before any
+        is counted, so a request refused by one limit does not use up the others.
+        """
         items = self.key_items.get(key_id or "", [self.default_item])
         try:
+            if len(items) > 1:
+                for item in items:
+                    if not self._call(lambda item=item: self.window.test(item, "req", identity)):
+                        raise self._refusal(item, identity)
             decision: Decision | None = None
             for item in items:
-                allowed = self._call(lambda item=item: self.window.hit(item, "req", identity))
-                stats = self._call(
-                    lambda item=item: self.window.get_window_stats(item, "req", identity)
-                )
-                reset = max(1, math.ceil(stats.reset_time - self.clock()))  # type: ignore[attr-defined]
-                d = Decision(item.amount, stats.remaining, reset)  # type: ignore[attr-defined]
-                if not allowed:
-                    raise RateLimited(
-                        f"rate limit reached: {item.amount} requests per "
-                        f"{item.multiples} {item.GRANULARITY.name}(s); retry in {reset}s",
-                        headers={"Retry-After": str(reset), **d.headers()},
-                    )
+                if not self._call(lambda item=item: self.window.hit(item, "req", identity)):
+                    raise self._refusal(item, identity)
+                d = self._decision(item, identity)
                 if decision is None or d.remaining < decision.remaining:
                     decision = d
             return decision
         except StorageError:
             self._storage_failed()
             return None
+
+    def _decision(self, item: RateLimitItem, identity: str) -> Decision:
+        stats = self._call(lambda: self.window.get_window_stats(item, "req", identity))
+        reset = max(1, math.ceil(stats.reset_time - self.clock()))  # type: ignore[attr-defined]
+        return Decision(item.amount, stats.remaining, reset)  # type: ignore[attr-defined]
+
+    def _refusal(self, item: RateLimitItem, identity: str) -> RateLimited:
+        d = self._decision(item, identity)
+        return RateLimited(
+            f"rate limit reached: {item.amount} requests per "
+            f"{item.multiples} {item.GRANULARITY.name}(s); retry in {d.reset_seconds}s",
+            headers={"Retry-After": str(d.reset_seconds), **d.headers()},
+        )
 
     # -- concurrency
     def acquire(self, identity: str, limit: int | None) -> bool:
@@ -144,7 +156,8 @@ class Limiter:
             if int(n) > limit:  # type: ignore[call-overload]
                 self._call(lambda: self.storage.incr(key, CONCURRENCY_TTL, -1))
                 raise RateLimited(
-                    f"too many requests in flight for this key (max {limit}); retry when one ends",
+                    f"too many requests in flight for this caller (max {limit}); "
+                    "retry when one ends",
                     code="concurrency_limit_exceeded",
                     headers={"Retry-After": "1"},
                 )

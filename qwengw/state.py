@@ -41,20 +41,3 @@ class GatewayState:
             audit,
             metrics,
         )
-
-    def startup_warnings(self, workers: int) -> list[str]:
-        s = self.settings
-        out = []
-        if s.auth.plain_key_count:
-            out.append(
-                f"auth.valid_keys holds {s.auth.plain_key_count} plain-text key(s); store "
-                "hashes instead (auth.keys with sha256 from `qwengw hash-key`)"
-            )
-        if s.rate_limit.enabled and s.rate_limit.storage.startswith("memory") and workers > 1:
-            out.append(
-                f"rate_limit.storage is memory:// with {workers} workers: limits are per "
-                "worker (up to {workers}x the configured rate); use redis:// for exact limits"
-            )
-        if not s.auth.enabled:
-            out.append("auth is disabled: anyone who can reach the gateway can use the model")
-        return out

@@ -125,7 +125,8 @@ class Events:
 
 def _scrub(message: str, names: Mapping[str, str]) -> str:
     """Replace upstream model names in an upstream message with the public ones."""
-    for public, internal in names.items():
+    # Longest names first: "qwen3" must not rewrite the inside of "qwen3:32b".
+    for public, internal in sorted(names.items(), key=lambda kv: len(kv[1]), reverse=True):
         message = message.replace(internal, public)
     return re.sub(r"https?://\S+", "<upstream>", message)
 
@@ -334,6 +335,9 @@ class OllamaClient:
             if resp.status >= 400:
                 host.inflight -= 1
                 raise self._status_error(host, resp, public_model)
+            # Ollama answered: it is healthy again (a long first stream must not keep the
+            # circuit half-open for everyone else until its last token).
+            host.breaker.success()
             return host, resp
 
     def _status_error(

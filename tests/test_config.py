@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from qwengw.config import ConfigError, Settings, hash_key, load_settings, settings_from_dict
+from qwengw.config import (
+    ConfigError,
+    Settings,
+    hash_key,
+    load_settings,
+    settings_from_dict,
+    warnings,
+)
 
 SEED = """\
 listen: ":18789"
@@ -68,12 +75,36 @@ def test_defaults() -> None:
         ),
         ({"upstream": {"idle_timeout": -1}}, "upstream.idle_timeout: must be greater than 0"),
         ({"models": {"pub": 3}}, "models.pub: expected a non-empty string"),
+        (
+            {"ollama_api": "http://u:secret@10.0.0.1:11434"},
+            "ollama_api: credentials, query strings",
+        ),
+        (
+            {"ollama_api": "http://10.0.0.1:11434/ollama"},
+            "ollama_api: a path prefix is not supported",
+        ),
+        ({"listen": 18789}, 'listen: expected a quoted "HOST:PORT", e.g. "127.0.0.1:18789"'),
+        ([1, 2], "(top level): expected a mapping"),
     ],
 )
 def test_bad_values_name_the_key(raw: dict[str, object], problem: str) -> None:
     with pytest.raises(ConfigError) as e:
         settings_from_dict(raw)
     assert any(p.startswith(problem) for p in e.value.problems), e.value.problems
+
+
+def test_bad_key_entry_is_not_also_reported_as_no_keys() -> None:
+    with pytest.raises(ConfigError) as e:
+        settings_from_dict({"auth": {"enabled": True, "keys": [{"id": "a", "sha256": "<paste>"}]}})
+    assert len(e.value.problems) == 1 and "sha256" in e.value.problems[0]
+    assert "secret" not in str(e.value)
+
+
+def test_warnings() -> None:
+    s = settings_from_dict({"listen": ":18789", "rate_limit": {"enabled": True}})
+    text = " | ".join(warnings(s, workers=2))
+    assert "up to 2x the configured rate" in text and "every interface" in text
+    assert "auth is disabled" in text
 
 
 def test_all_problems_reported_at_once() -> None:

@@ -356,3 +356,42 @@ def test_sigterm_lets_streams_finish(start_gateway: Any, fake: FakeOllama) -> No
     )
     assert text == " ".join(["Hello", "from", "the", "fake", "Ollama!"] * 3)
     assert gw.proc.wait(timeout=10) == 0
+
+
+def test_recovered_host_serves_others_while_the_trial_still_streams(
+    start_gateway: Any, fake: FakeOllama
+) -> None:
+    gw = start_gateway(
+        {"ollama_api": fake.url, "upstream": {"failure_threshold": 1, "open_seconds": 0.5}}
+    )
+    fake.behave(status=500)
+    assert chat(gw).status_code == 502  # the circuit opens
+    time.sleep(0.6)
+    fake.behave(chunk_delay=0.3, repeat=4)  # the trial request is a long stream
+    with requests.Session() as sess:
+        trial = sess.post(
+            gw.url + "/v1/chat/completions", json={**CHAT, "stream": True}, stream=True, timeout=10
+        )
+        lines = trial.iter_lines()
+        assert next(lines).startswith(b"data: ")
+        other = requests.post(
+            gw.url + "/v1/embeddings", json={"model": "nomic-embed-text", "input": "x"}, timeout=5
+        )
+        assert other.status_code == 200  # Ollama answered the trial: the circuit is closed
+        trial.close()
+    assert "half_open → closed" in gw.log()
+
+
+def test_errors_never_show_internal_model_names(start_gateway: Any, fake: FakeOllama) -> None:
+    gw = start_gateway({"ollama_api": fake.url, "models": {"small": "qwen3", "big": "qwen3:32b"}})
+    fake.behave(status=400, error='"qwen3:32b" does not support tools')
+    r = chat(gw, {"model": "big", "messages": MSGS})
+    assert r.status_code == 400
+    assert r.json()["error"]["message"] == '"big" does not support tools'
+
+
+def test_metrics_content_type(start_gateway: Any, fake: FakeOllama) -> None:
+    gw = start_gateway({"ollama_api": fake.url})
+    r = requests.get(gw.url + "/metrics", timeout=5)
+    assert r.headers["Content-Type"].count("charset") == 1
+    assert r.headers["Content-Type"].startswith("text/plain")

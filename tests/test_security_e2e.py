@@ -344,3 +344,107 @@ def test_audit_line_field_by_field(start_gateway: Any, fake: FakeOllama) -> None
     text = gw.audit_path.read_text()
     for leaked in (BOT_KEY, PLAIN_KEY, "wrong", secret_prompt, "Hello from the fake"):
         assert leaked not in text
+
+
+def test_several_limits_on_a_key_count_only_admitted_requests(
+    start_gateway: Any, fake: FakeOllama
+) -> None:
+    cfg = auth_config(fake, rate_limit={"enabled": True})
+    cfg["auth"]["keys"][0].update(rate_limit="5/hour;1/second", max_concurrent=None)
+    del cfg["auth"]["keys"][0]["max_concurrent"]
+    gw = start_gateway(cfg)
+    headers = {"Authorization": f"Bearer {BOT_KEY}"}
+    statuses = [post(gw, headers=headers)[0] for _ in range(4)]
+    assert statuses == [200, 429, 429, 429]  # the per-second limit refuses...
+    time.sleep(1.1)
+    status, h, _ = post(gw, headers=headers)  # ...without using up the hourly one
+    assert status == 200 and h["x-ratelimit-remaining-requests"] == "0"  # 1/second: 0 left
+
+
+def test_concurrency_refusal_does_not_use_rate(start_gateway: Any, fake: FakeOllama) -> None:
+    cfg = auth_config(fake, rate_limit={"enabled": True, "max_requests": 30, "window_seconds": 60})
+    cfg["auth"]["keys"][0]["max_concurrent"] = 1
+    gw = start_gateway(cfg)
+    fake.behave(chunk_delay=0.2, repeat=10)
+    headers = {"Authorization": f"Bearer {BOT_KEY}"}
+    with requests.Session() as sess:
+        held = sess.post(
+            gw.url + "/v1/chat/completions",
+            json={**CHAT, "stream": True},
+            headers=headers,
+            stream=True,
+            timeout=10,
+        )
+        lines = held.iter_lines()
+        assert int(held.headers["x-ratelimit-remaining-requests"]) == 29
+        next(lines)
+        for _ in range(3):
+            assert post(gw, headers=headers)[0] == 429
+        held.close()
+    fake.behave()
+    deadline = time.monotonic() + 5
+    while (result := post(gw, headers=headers))[0] != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert result[1]["x-ratelimit-remaining-requests"] == "28"  # the three refusals cost nothing
+
+
+def test_chunked_body_over_the_limit_is_413(start_gateway: Any, fake: FakeOllama) -> None:
+    gw = start_gateway({"ollama_api": fake.url})
+
+    def chunks() -> Any:
+        yield b'{"model": "qwen3:32b", "messages": [{"role": "user", "content": "'
+        for _ in range(1100):
+            yield b"x" * 1024
+        yield b'"}]}'
+
+    r = requests.post(
+        gw.url + "/v1/chat/completions",
+        data=chunks(),
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    small = requests.post(
+        gw.url + "/v1/chat/completions",
+        data=iter([json.dumps(CHAT).encode()]),
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert small.status_code == 200  # chunked bodies under the limit are fine
+
+
+def test_deeply_nested_json_is_a_400_without_a_traceback(
+    start_gateway: Any, fake: FakeOllama
+) -> None:
+    gw = start_gateway({"ollama_api": fake.url})
+    deep = "[" * 100_000 + "]" * 100_000
+    r = requests.post(
+        gw.url + "/v1/chat/completions",
+        data=deep,
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+    assert "Traceback" not in gw.log() and "RecursionError" not in gw.log()
+
+
+def test_unknown_paths_are_gated_and_audited(start_gateway: Any, fake: FakeOllama) -> None:
+    gw = start_gateway(
+        {"ollama_api": fake.url, "whitelist": {"enabled": True, "ips": ["127.0.0.3"]}}
+    )
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=5)
+    conn.request("GET", "/wp-login.php")
+    resp = conn.getresponse()
+    body = json.loads(resp.read())
+    assert resp.status == 403 and body["error"]["message"] == "ip not allowed"
+    rec = gw.audit_for(resp.getheader("X-Request-Id"))
+    assert rec["path"] == "/wp-login.php" and rec["status"] == 403
+    conn = http.client.HTTPConnection(
+        "127.0.0.1", gw.port, timeout=5, source_address=("127.0.0.3", 0)
+    )
+    conn.request("GET", "/v1/chat/completions")
+    resp = conn.getresponse()
+    resp.read()
+    assert resp.status == 405
+    assert gw.audit_for(resp.getheader("X-Request-Id"))["error_code"] == "method_not_allowed"

@@ -286,8 +286,10 @@ def chat_request_to_ollama(body: Any, models: Mapping[str, str]) -> ChatRequest:
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
     model = body.get("model")
-    if not isinstance(model, str) or not model:
+    if model is None or model == "":
         raise InvalidRequest("'model' is required", param="model")
+    if not isinstance(model, str):
+        raise InvalidRequest("'model' must be a string", param="model")
     _unsupported(body)
     messages, chars = _messages_to_ollama(body.get("messages"))
     stream = body.get("stream", False)

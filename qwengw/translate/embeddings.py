@@ -25,8 +25,10 @@ def embeddings_request_to_ollama(body: Any, models: Mapping[str, str]) -> Embedd
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
     model = body.get("model")
-    if not isinstance(model, str) or not model:
+    if model is None or model == "":
         raise InvalidRequest("'model' is required", param="model")
+    if not isinstance(model, str):
+        raise InvalidRequest("'model' must be a string", param="model")
     inp = body.get("input")
     if isinstance(inp, str):
         chars = len(inp)
