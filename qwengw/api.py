@@ -353,7 +353,14 @@ def embeddings() -> Response:
 def _model_list() -> list[dict[str, Any]]:
     st = _state()
     models = st.settings.models
-    tags = {"models": []} if models else st.client.call_json("GET", "/api/tags", read_timeout=10)
+    if not models:
+        return translate.models_list(st.client.call_json("GET", "/api/tags", read_timeout=10), {})
+    try:  # only for the `created` dates: the list itself comes from the config
+        tags = st.client.call_json(
+            "GET", "/api/tags", read_timeout=st.settings.upstream.connect_timeout
+        )
+    except GatewayError:
+        tags = {"models": []}
     return translate.models_list(tags, models)
 
 

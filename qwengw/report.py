@@ -39,20 +39,24 @@ def parse_time(value: Any) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def parse_lines(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
-    """Audit records from JSON lines; blank and malformed lines are skipped."""
-    for line in lines:
+def parse_lines(lines: Iterable[str], skipped: list[int] | None = None) -> Iterator[dict[str, Any]]:
+    """Audit records from JSON lines; blank lines are ignored, malformed ones skipped (their
+    line numbers are appended to ``skipped`` when given)."""
+    for number, line in enumerate(lines, 1):
         line = line.strip()
         if not line:
             continue
         try:
             rec = json.loads(line)
         except ValueError:
-            continue
+            rec = None
         if isinstance(rec, dict):
             rec["_time"] = parse_time(rec.get("time"))
             if rec["_time"] is not None:
                 yield rec
+                continue
+        if skipped is not None:
+            skipped.append(number)
 
 
 def within(
@@ -206,15 +210,22 @@ def main_report(
     except ValueError as exc:
         print(f"qwengw report: {exc}", file=sys.stderr)
         return 2
+    skipped: list[int] = []
     try:
         if audit_log_path == "-":
-            summary = summarise(parse_lines(sys.stdin), window, now)
+            summary = summarise(parse_lines(sys.stdin, skipped), window, now)
         else:
             with open(audit_log_path, encoding="utf-8", errors="replace") as fh:
-                summary = summarise(parse_lines(fh), window, now)
+                summary = summarise(parse_lines(fh, skipped), window, now)
     except OSError as exc:
         print(f"qwengw report: cannot read {audit_log_path}: {exc.strerror}", file=sys.stderr)
         return 2
+    if skipped:
+        print(
+            f"qwengw report: skipped {len(skipped)} line(s) that are not audit records "
+            f"(first at line {skipped[0]})",
+            file=sys.stderr,
+        )
     if as_json:
         out.write(json.dumps(summary, indent=2) + "\n")
     else:

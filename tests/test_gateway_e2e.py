@@ -287,6 +287,8 @@ def test_models_list_only_public_names(client: openai.OpenAI, fake: FakeOllama) 
     ids = [m.id for m in client.models.list()]
     assert ids == [PUBLIC, "embed", "ghost"]
     assert client.models.retrieve(PUBLIC).id == PUBLIC
+    assert client.models.retrieve(PUBLIC).created == 1746889608  # Ollama's modified_at
+    assert client.models.retrieve("ghost").created == 0  # configured, not pulled
     with pytest.raises(openai.NotFoundError) as e:
         client.models.retrieve(INTERNAL)
     assert e.value.code == "model_not_found"

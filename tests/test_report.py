@@ -218,3 +218,13 @@ def test_cli_report(tmp_path: Path) -> None:
     assert "requests    40" in res.stdout
     res = _cli(str(log), "--since", "yesterday")
     assert res.returncode == 2
+
+
+def test_cli_says_how_many_lines_it_skipped(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    lines = generate(datetime.now(UTC))
+    log.write_text("\n".join([lines[0], "not json", '{"no": "time"}', *lines[1:]]) + "\n")
+    res = _cli(str(log), "--since", "24h", "--json")
+    assert res.returncode == 0
+    assert json.loads(res.stdout)["requests"] == 40
+    assert "skipped 2 line(s)" in res.stderr and "first at line 2" in res.stderr
