@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidRequest
-from .models import resolve_model
+from .models import requested_model, resolve_model
 
 ROLES = {"system", "developer", "user", "assistant", "tool"}
 # What `reasoning_effort` means natively (Ollama's own table, openai/openai.go).
@@ -283,13 +283,7 @@ def _unsupported(body: Mapping[str, Any]) -> None:
 
 def chat_request_to_ollama(body: Any, models: Mapping[str, str]) -> ChatRequest:
     """Validate an OpenAI chat-completions body and build the native ``/api/chat`` payload."""
-    if not isinstance(body, dict):
-        raise InvalidRequest("the request body must be a JSON object")
-    model = body.get("model")
-    if model is None or model == "":
-        raise InvalidRequest("'model' is required", param="model")
-    if not isinstance(model, str):
-        raise InvalidRequest("'model' must be a string", param="model")
+    model = requested_model(body)
     _unsupported(body)
     messages, chars = _messages_to_ollama(body.get("messages"))
     stream = body.get("stream", False)

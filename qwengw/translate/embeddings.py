@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import InvalidRequest
 from .chat_request import _integer
-from .models import resolve_model
+from .models import requested_model, resolve_model
 
 
 @dataclass(frozen=True)
@@ -22,13 +22,7 @@ class EmbeddingRequest:
 
 
 def embeddings_request_to_ollama(body: Any, models: Mapping[str, str]) -> EmbeddingRequest:
-    if not isinstance(body, dict):
-        raise InvalidRequest("the request body must be a JSON object")
-    model = body.get("model")
-    if model is None or model == "":
-        raise InvalidRequest("'model' is required", param="model")
-    if not isinstance(model, str):
-        raise InvalidRequest("'model' must be a string", param="model")
+    model = requested_model(body)
     inp = body.get("input")
     if isinstance(inp, str):
         chars = len(inp)

@@ -6,7 +6,19 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from ..errors import ModelNotFound
+from ..errors import InvalidRequest, ModelNotFound
+
+
+def requested_model(body: Any) -> str:
+    """The ``model`` of a request body, which must be a JSON object."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    model = body.get("model")
+    if model is None or model == "":
+        raise InvalidRequest("'model' is required", param="model")
+    if not isinstance(model, str):
+        raise InvalidRequest("'model' must be a string", param="model")
+    return model
 
 
 def resolve_model(public: str, models: Mapping[str, str]) -> str:
