@@ -72,6 +72,9 @@ API_ERRORS: dict[int, tuple[str, str, str]] = {
 }
 
 
+GATEWAY_KEEPALIVE_TIMEOUT = 4  # seconds; qwengw closes idle connections after 5
+
+
 def d(directive: str, *args: object, block: list[Stmt] | None = None) -> Stmt:
     """One payload statement; arguments are stringified here so callers can pass ints."""
     stmt: Stmt = {"directive": directive, "args": [str(a) for a in args]}
@@ -318,6 +321,10 @@ def http_level(spec: SiteSpec) -> list[Stmt]:
         (spec.gateway_upstream_name, spec.gateway),
     ):
         block = [d("server", s) for s in servers] + [d("keepalive", spec.keepalive)]
+        if name == spec.gateway_upstream_name:
+            # Below the gateway's own idle keep-alive (5 s): Nginx always closes first, so it
+            # never reuses a connection the gateway is closing (no sporadic 502s).
+            block.append(d("keepalive_timeout", f"{GATEWAY_KEEPALIVE_TIMEOUT}s"))
         out.append(d("upstream", name, block=block))
     return out
 

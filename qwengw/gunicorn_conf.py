@@ -34,7 +34,10 @@ backlog = 2048
 timeout = 30  # gevent: a hub-liveness watchdog, not a request timeout
 # SIGTERM / reload: in-flight streams get this long to finish.
 graceful_timeout = int(os.environ.get("QWENGW_GRACEFUL_TIMEOUT", "130"))
-keepalive = 75  # above Nginx's upstream keepalive_timeout (60 s), so Nginx closes first
+# Idle keep-alive connections are closed after 5 s. Short, because gunicorn's graceful stop
+# waits for idle keep-alive connections too (a restart would otherwise hang for up to this
+# long); nginxgen sets the gateway upstream's keepalive_timeout to 4 s, so Nginx closes first.
+keepalive = 5
 # Recycle workers now and then so a slow leak cannot grow without bound; jitter avoids
 # all workers restarting at once.
 max_requests = int(os.environ.get("QWENGW_MAX_REQUESTS", "20000"))

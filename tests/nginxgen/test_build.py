@@ -121,7 +121,12 @@ def test_csp_report_only_and_preload():
 def test_several_upstream_servers_are_load_balanced_with_keepalive():
     spec = SiteSpec(server_names=("a.example",), gateway=("10.0.0.1:18789", "10.0.0.2:18789"))
     (up,) = _find(site_payload(spec), "upstream", "qwengw_gateway")
-    assert [s["args"] for s in up["block"]] == [["10.0.0.1:18789"], ["10.0.0.2:18789"], ["16"]]
+    assert [(s["directive"], s["args"]) for s in up["block"]] == [
+        ("server", ["10.0.0.1:18789"]),
+        ("server", ["10.0.0.2:18789"]),
+        ("keepalive", ["16"]),
+        ("keepalive_timeout", ["4s"]),  # below the gateway's 5 s: Nginx closes idle ones first
+    ]
 
 
 @pytest.mark.parametrize("bad", ["#fff", "trailing\\", "new\nline"])
