@@ -171,20 +171,28 @@ class UpstreamStream:
                     yield line
                     return
                 yield line
-            self.client.events.upstream_error(self.host.label, "stream_truncated")
-            raise UpstreamError("the model server ended its answer early")
+            raise self._failed("stream_truncated", "the model server ended its answer early")
         finally:
             self.close()
+
+    def _failed(
+        self, kind: str, message: str, error: type[GatewayError] = UpstreamError
+    ) -> GatewayError:
+        """A failure of Ollama's (not the client's): counted, and fed to the breaker."""
+        self.client.events.upstream_error(self.host.label, kind)
+        self.host.breaker.failure()
+        return error(message)
 
     def _read_failed(self, exc: BaseException) -> GatewayError:
         if self.aborted:
             return ClientGone("the client closed the connection")
         if isinstance(exc, ReadTimeoutError):
-            self.client.events.upstream_error(self.host.label, "idle_timeout")
-            return UpstreamTimeout("the model stopped sending output for too long; try again")
-        self.client.events.upstream_error(self.host.label, "stream_broken")
-        self.host.breaker.failure()
-        return UpstreamError("the connection to the model server broke mid-answer")
+            return self._failed(
+                "idle_timeout",
+                "the model stopped sending output for too long; try again",
+                UpstreamTimeout,
+            )
+        return self._failed("stream_broken", "the connection to the model server broke mid-answer")
 
     def _complete(self) -> None:
         self.completed = True
@@ -196,12 +204,10 @@ class UpstreamStream:
         except ValueError:
             line = None
         if not isinstance(line, dict):
-            self.client.events.upstream_error(self.host.label, "bad_line")
-            raise UpstreamError("the model server sent a malformed answer")
+            raise self._failed("bad_line", "the model server sent a malformed answer")
         if "error" in line:
-            self.client.events.upstream_error(self.host.label, "stream_error")
             msg = _scrub(str(line["error"]), self.client.model_names)
-            raise UpstreamError(f"the model failed while generating: {msg}")
+            raise self._failed("stream_error", f"the model failed while generating: {msg}")
         return line
 
     def abort(self) -> None:
