@@ -228,6 +228,9 @@ def test_cli_says_how_many_lines_it_skipped(tmp_path: Path) -> None:
     extra.write_text("\n".join([*lines, "not json", '{"no": "time"}']) + "\n")
     base = _cli(str(plain), "--json")
     res = _cli(str(extra), "--json")
-    assert res.returncode == 0 and json.loads(res.stdout) == json.loads(base.stdout)
+    assert res.returncode == 0
+    summary, expected = json.loads(res.stdout), json.loads(base.stdout)
+    summary.pop("window"), expected.pop("window")  # "end" is the clock: may differ by a second
+    assert summary == expected  # the extra lines change nothing but the warning
     count = int(re.search(r"skipped (\d+) line", base.stderr or "skipped 0 line").group(1))
     assert f"skipped {count + 2} line(s)" in res.stderr
