@@ -58,6 +58,10 @@ def _storage_options(uri: str) -> dict[str, float | bool | object]:
     return opts
 
 
+def _inflight_key(identity: str) -> str:
+    return f"qwengw/inflight/{identity}"
+
+
 class Limiter:
     """Owns the storage and answers: may this caller start a request now?"""
 
@@ -124,7 +128,7 @@ class Limiter:
             for item in items:
                 if not self._call(lambda item=item: self.window.hit(item, "req", identity)):
                     raise self._refusal(item, identity)
-                d = self._decision(item, identity)
+                d = self._decision(item, "req", identity)
                 if decision is None or d.remaining < decision.remaining:
                     decision = d
             return decision
@@ -132,13 +136,14 @@ class Limiter:
             self._storage_failed()
             return None
 
-    def _decision(self, item: RateLimitItem, identity: str) -> Decision:
-        stats = self._call(lambda: self.window.get_window_stats(item, "req", identity))
+    def _decision(self, item: RateLimitItem, namespace: str, identity: str) -> Decision:
+        """Remaining requests and whole seconds until one more would be admitted (≥ 1)."""
+        stats = self._call(lambda: self.window.get_window_stats(item, namespace, identity))
         reset = max(1, math.ceil(stats.reset_time - self.clock()))  # type: ignore[attr-defined]
         return Decision(item.amount, stats.remaining, reset)  # type: ignore[attr-defined]
 
     def _refusal(self, item: RateLimitItem, identity: str) -> RateLimited:
-        d = self._decision(item, identity)
+        d = self._decision(item, "req", identity)
         return RateLimited(
             f"rate limit reached: {item.amount} requests per "
             f"{item.multiples} {item.GRANULARITY.name}(s); retry in {d.reset_seconds}s",
@@ -150,7 +155,7 @@ class Limiter:
         """Take an in-flight slot; False when storage failed open (nothing to release)."""
         if not limit:
             return False
-        key = f"qwengw/inflight/{identity}"
+        key = _inflight_key(identity)
         try:
             n = self._call(lambda: self.storage.incr(key, CONCURRENCY_TTL, 1))
             if int(n) > limit:  # type: ignore[call-overload]
@@ -167,7 +172,7 @@ class Limiter:
         return True
 
     def release(self, identity: str) -> None:
-        key = f"qwengw/inflight/{identity}"
+        key = _inflight_key(identity)
         try:
             if int(self._call(lambda: self.storage.incr(key, CONCURRENCY_TTL, -1))) < 0:  # type: ignore[call-overload]
                 self._call(lambda: self.storage.clear(key))
@@ -178,10 +183,7 @@ class Limiter:
     def auth_blocked(self, ip: str) -> None:
         try:
             if not self._call(lambda: self.window.test(self.auth_item, "authfail", ip)):
-                stats = self._call(
-                    lambda: self.window.get_window_stats(self.auth_item, "authfail", ip)
-                )
-                reset = max(1, math.ceil(stats.reset_time - self.clock()))  # type: ignore[attr-defined]
+                reset = self._decision(self.auth_item, "authfail", ip).reset_seconds
                 raise RateLimited(
                     "too many failed authentication attempts; retry later",
                     code="too_many_auth_failures",

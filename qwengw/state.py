@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from .audit import AuditLog
@@ -10,9 +9,7 @@ from .auth import Keyring
 from .config import Settings
 from .metrics import NullMetrics, build_metrics
 from .ratelimit import Limiter
-from .upstream import Events, OllamaClient
-
-log = logging.getLogger("qwengw")
+from .upstream import Events, OllamaClient, host_label
 
 
 @dataclass
@@ -26,7 +23,7 @@ class GatewayState:
 
     @classmethod
     def build(cls, settings: Settings) -> GatewayState:
-        labels = [f"ollama-{i + 1}" for i in range(len(settings.ollama_urls))]
+        labels = [host_label(i) for i in range(len(settings.ollama_urls))]
         metrics = build_metrics(settings.metrics.enabled, labels)
         events = Events(
             upstream_error=metrics.upstream_error, circuit_change=metrics.circuit_change

@@ -106,6 +106,11 @@ class CircuitBreaker:
         self.probing = False
 
 
+def host_label(index: int) -> str:
+    """What logs, metrics and /ready show for the index-th Ollama host, instead of its URL."""
+    return f"ollama-{index + 1}"
+
+
 @dataclass
 class Host:
     url: str
@@ -250,7 +255,7 @@ class OllamaClient:
         self.hosts = [self._host(i, url) for i, url in enumerate(self.urls)]
 
     def _host(self, i: int, url: str) -> Host:
-        label = f"ollama-{i + 1}"
+        label = host_label(i)
         breaker = CircuitBreaker(
             self.settings.failure_threshold,
             self.settings.open_seconds,
