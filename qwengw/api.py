@@ -12,7 +12,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,7 @@ from flask import Blueprint, Response, current_app, g, request
 from . import translate
 from .allowlist import client_ip, in_networks, parse_ip
 from .audit import AuditRecord
-from .auth import Identity, extract_key
+from .auth import Identity, extract_keys
 from .disconnect import Watcher, watch
 from .errors import (
     ClientGone,
@@ -31,13 +31,24 @@ from .errors import (
     ModelNotFound,
     PayloadTooLarge,
     Unauthorized,
+    is_anthropic_path,
 )
 from .state import GatewayState
 from .upstream import UpstreamStream
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 OPEN_ENDPOINTS = {"health"}  # liveness says nothing about the deployment: no gate
-API_ENDPOINTS = {"chat_completions", "embeddings", "list_models", "get_model"}
+API_ENDPOINTS = {
+    "chat_completions",
+    "completions",
+    "responses",
+    "get_response",
+    "messages",
+    "count_tokens",
+    "embeddings",
+    "list_models",
+    "get_model",
+}
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -122,8 +133,12 @@ def _gate() -> None:
     if endpoint in API_ENDPOINTS and s.auth.enabled:
         ip_key = record.client_ip or "unknown"
         st.limiter.auth_blocked(ip_key)
+        names = [s.auth.header_key]
+        if is_anthropic_path(request.path) and s.auth.header_key.lower() != "x-api-key":
+            names.append("x-api-key")  # what the Anthropic SDKs send with an API key
         try:
-            ctx.identity = st.keyring.authenticate(extract_key(request.headers, s.auth.header_key))
+            presented = extract_keys(request.headers, names)
+            ctx.identity = st.keyring.authenticate(presented, names)
         except Unauthorized:
             st.limiter.auth_failed(ip_key)
             st.metrics.auth_rejected()
@@ -138,27 +153,6 @@ def _gate() -> None:
     # A chunked body has no length to check up front: reading stops one byte past the limit,
     # and _json_body turns "more than the limit" into the same 413.
     request.max_content_length = max_body + 1
-
-
-def _admit_validated(
-    st: GatewayState,
-    ctx: RequestCtx,
-    model: str,
-    stream: bool,
-    prompt_chars: int,
-    what: str,
-    param: str,
-) -> None:
-    """A valid request: record it, bound its size, take its limits, watch its client."""
-    rec = ctx.record
-    rec.model, rec.stream, rec.prompt_chars = model, stream, prompt_chars
-    limit = st.settings.request.max_prompt_chars
-    if prompt_chars > limit:
-        raise InvalidRequest(
-            f"{what} too long, max {limit} chars", param=param, code="context_length_exceeded"
-        )
-    _admit(st, ctx)
-    _watch_client(ctx)
 
 
 def _admit(st: GatewayState, ctx: RequestCtx) -> None:
@@ -241,7 +235,7 @@ def _complete(st: GatewayState, ctx: RequestCtx) -> None:
         st.audit.write(rec)
 
 
-# --------------------------------------------------------------------------- views
+# --------------------------------------------------------------------------- generation
 
 
 def _json_body() -> Any:
@@ -252,101 +246,173 @@ def _json_body() -> Any:
     if len(data) > max_body:
         raise PayloadTooLarge(f"request body too large, max {max_body} bytes")
     try:
-        body = request.get_json(force=True, silent=True)
-    except RecursionError:  # e.g. 100,000 nested brackets: not a stack trace in the log
-        body = None
-    if body is None:
-        raise InvalidRequest("the request body is not valid JSON")
-    return body
+        # NaN and Infinity are not JSON: refuse them here rather than forward them to Ollama.
+        return json.loads(data, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):  # RecursionError: 100,000 nested brackets
+        raise InvalidRequest("the request body is not valid JSON") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _bounds(st: GatewayState) -> translate.Bounds:
+    r = st.settings.request
+    return translate.Bounds(r.max_prompt_chars, r.max_messages, r.max_tools, r.max_stop)
+
+
+def _admit_call(st: GatewayState, ctx: RequestCtx, call: translate.NativeCall) -> None:
+    """A valid request: record it, bound its size, take its limits, watch its client."""
+    rec = ctx.record
+    rec.model, rec.stream = call.public_model, call.stream
+    if call.user and rec.user is None:
+        rec.user = call.user
+    rec.prompt_chars = translate.check_bounds(call, _bounds(st))
+    _admit(st, ctx)
+    _watch_client(ctx)
+
+
+def _open_upstream(st: GatewayState, ctx: RequestCtx, call: translate.NativeCall) -> UpstreamStream:
+    """Start the native stream. A dialect whose clients always ask for thinking (Claude Code)
+    gets it dropped for a model that cannot think, as Ollama's own layer does."""
+    payload = call.payload
+    if call.relax_think and payload.get("think") and payload["model"] in st.no_thinking:
+        payload = {k: v for k, v in payload.items() if k != "think"}
+    try:
+        up = st.client.stream(
+            call.path, payload, request_id=ctx.record.request_id, public_model=call.public_model
+        )
+    except InvalidRequest as err:
+        if not (call.relax_think and err.code == "thinking_not_supported"):
+            raise
+        st.no_thinking.add(payload["model"])
+        payload = {k: v for k, v in payload.items() if k != "think"}
+        up = st.client.stream(
+            call.path, payload, request_id=ctx.record.request_id, public_model=call.public_model
+        )
+    ctx.upstream = up
+    ctx.record.upstream = up.host.label
+    return up
 
 
 def _lines(up: UpstreamStream, ctx: RequestCtx) -> Iterator[dict[str, Any]]:
-    """Upstream lines, noting time to first token (first line with output) for the audit."""
-    for line in up:
-        if ctx.record.ttft_ms is None:
-            msg = line.get("message") or {}
-            if (
-                msg.get("content")
-                or msg.get("thinking")
-                or msg.get("tool_calls")
-                or line.get("done")
-            ):
-                ctx.record.ttft_ms = round((time.perf_counter() - ctx.started) * 1000, 2)
-        yield line
-
-
-def _record_usage(ctx: RequestCtx, usage: dict[str, int] | None) -> None:
-    if usage:
-        ctx.record.prompt_tokens = usage["prompt_tokens"]
-        ctx.record.completion_tokens = usage["completion_tokens"]
+    """Upstream lines, noting for the audit: time to first output, tokens (Ollama's counts, or
+    the lines with output seen so far when the answer is cut short)."""
+    rec = ctx.record
+    seen = 0
+    try:
+        for line in up:
+            thinking, content, calls = translate.line_parts(line)
+            if thinking or content or calls:
+                seen += 1
+                if rec.ttft_ms is None:
+                    rec.ttft_ms = round((time.perf_counter() - ctx.started) * 1000, 2)
+            if line.get("done"):
+                if rec.ttft_ms is None:
+                    rec.ttft_ms = round((time.perf_counter() - ctx.started) * 1000, 2)
+                rec.prompt_tokens, rec.completion_tokens = translate.usage_counts(line)
+                seen = -1
+            yield line
+    finally:
+        if seen >= 0:
+            rec.completion_tokens = seen
 
 
 def _sse(obj: Any) -> bytes:
     return b"data: " + _json_dumps(obj) + b"\n\n"
 
 
-def chat_completions() -> Response:
+def _sse_named(obj: Any) -> bytes:
+    # Anthropic and Responses events: the SDKs dispatch on the `event:` line (= data.type).
+    return b"event: " + obj["type"].encode() + b"\ndata: " + _json_dumps(obj) + b"\n\n"
+
+
+def _generate(
+    call: translate.NativeCall,
+    answer: Callable[[Iterable[dict[str, Any]]], dict[str, Any]],
+    streamer: translate.Streamer,
+) -> Response:
+    """The one path every generating endpoint takes, whatever its dialect."""
     st, ctx = _state(), _ctx()
-    s = st.settings
-    req = translate.chat_request_to_ollama(_json_body(), s.models)
-    rec = ctx.record
-    _admit_validated(st, ctx, req.public_model, req.stream, req.prompt_chars, "prompt", "messages")
-    up = st.client.stream_chat(
-        req.payload, request_id=rec.request_id, public_model=req.public_model
-    )
-    ctx.upstream = up
-    rec.upstream = up.host.label
-    completion_id, created = f"chatcmpl-{os.urandom(16).hex()}", int(time.time())
-    if not req.stream:
-        result = translate.aggregate_chat(
-            _lines(up, ctx), completion_id=completion_id, created=created, model=req.public_model
-        )
+    _admit_call(st, ctx, call)
+    up = _open_upstream(st, ctx, call)
+    lines = translate.apply_tool_policy(_lines(up, ctx), call.tool_policy)
+    if not call.stream:
+        result = answer(lines)
         _stop_watching(ctx)
-        _record_usage(ctx, result["usage"])
         return _json_response(result)
 
-    translator = translate.ChatStream(completion_id, created, req.public_model, req.include_usage)
     ctx.streaming = True
+    rec = ctx.record
     rec.status = 200
+    frame = _sse_named if streamer.named_events else _sse
 
     def generate() -> Iterator[bytes]:
         try:
-            for line in _lines(up, ctx):
-                for chunk in translator.feed(line):
-                    yield _sse(chunk)
-            yield b"data: [DONE]\n\n"
+            for event in streamer.start():
+                yield frame(event)
+            for line in lines:
+                for event in streamer.feed(line):
+                    yield frame(event)
+            if streamer.done_marker:
+                yield streamer.done_marker
         except ClientGone:
             return  # nobody is listening; _complete records the cancellation
         except GatewayError as err:
-            # Headers are gone already: the error travels as one SSE event, then [DONE].
+            # Headers are gone already: the error travels in the stream, in the dialect's shape.
             rec.error_code = err.code
             rec.status = err.status
-            yield _sse(err.body())
-            yield b"data: [DONE]\n\n"
+            for event in streamer.fail(err):
+                yield frame(event)
+            if streamer.done_marker and streamer.done_after_error:
+                yield streamer.done_marker
         finally:
             _stop_watching(ctx)
-            if translator.usage is not None:
-                _record_usage(ctx, translator.usage)
-            else:  # cut short: Ollama's counts never came; report the tokens seen so far
-                rec.completion_tokens = translator.output_lines
             up.close()
         ctx.finished = True
 
     return Response(generate(), mimetype="text/event-stream", headers=SSE_HEADERS)
 
 
+# --------------------------------------------------------------------------- views
+
+
+def _new_id(prefix: str) -> str:
+    return prefix + os.urandom(16).hex()
+
+
+def chat_completions() -> Response:
+    st = _state()
+    req = translate.chat_request_to_ollama(_json_body(), st.settings.models, _bounds(st))
+    completion_id, created = _new_id("chatcmpl-"), int(time.time())
+    return _generate(
+        req.call,
+        lambda lines: translate.aggregate_chat(
+            lines,
+            completion_id=completion_id,
+            created=created,
+            model=req.public_model,
+            legacy_functions=req.legacy_functions,
+        ),
+        translate.ChatStream.for_request(req, completion_id, created),
+    )
+
+
 def embeddings() -> Response:
     st, ctx = _state(), _ctx()
     s = st.settings
-    req = translate.embeddings_request_to_ollama(_json_body(), s.models)
-    rec = ctx.record
-    _admit_validated(st, ctx, req.public_model, False, req.prompt_chars, "input", "input")
+    req = translate.embeddings_request_to_ollama(_json_body(), s.models, s.request.max_inputs)
+    _admit_call(st, ctx, req.call)
     native = st.client.call_json(
-        "POST", "/api/embed", req.payload, request_id=rec.request_id, public_model=req.public_model
+        "POST",
+        "/api/embed",
+        req.payload,
+        request_id=ctx.record.request_id,
+        public_model=req.public_model,
     )
     _stop_watching(ctx)
     result = translate.embeddings_response(native, req)
-    rec.prompt_tokens = result["usage"]["prompt_tokens"]
+    ctx.record.prompt_tokens = result["usage"]["prompt_tokens"]
     return _json_response(result)
 
 

@@ -12,7 +12,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -75,8 +75,12 @@ class RateLimitSettings:
 
 @dataclass(frozen=True)
 class RequestSettings:
-    max_prompt_chars: int = 32768
+    max_prompt_chars: int = 32768  # every character the model reads (see translate/native.py)
     max_body_bytes: int = 1024 * 1024
+    max_messages: int = 4096
+    max_tools: int = 256
+    max_stop: int = 16  # stop strings / stop_sequences
+    max_inputs: int = 2048  # embedding inputs per request (OpenAI's own limit)
 
 
 @dataclass(frozen=True)
@@ -415,10 +419,11 @@ def _rate_limit(ck: _Checker, raw: Any) -> RateLimitSettings:
 
 def _request(ck: _Checker, raw: Any) -> RequestSettings:
     p = "request"
-    d = ck.section(raw, p, {"max_prompt_chars", "max_body_bytes"})
+    defaults = RequestSettings()
+    names = [f.name for f in fields(RequestSettings)]
+    d = ck.section(raw, p, set(names))
     return RequestSettings(
-        max_prompt_chars=ck.get(d, p, "max_prompt_chars", int, 32768, _positive),
-        max_body_bytes=ck.get(d, p, "max_body_bytes", int, 1024 * 1024, _positive),
+        **{n: ck.get(d, p, n, int, getattr(defaults, n), _positive) for n in names}
     )
 
 

@@ -11,7 +11,7 @@ import json
 import logging
 from typing import Any
 
-from flask import Flask, Response
+from flask import Flask, Response, g, request
 from flask.blueprints import Blueprint
 from werkzeug.exceptions import HTTPException
 
@@ -22,7 +22,7 @@ class GatewayError(Exception):
     """Base of every error that becomes an HTTP response."""
 
     status = 500
-    type = "api_error"
+    type = "server_error"
     code: str | None = "internal_error"
 
     def __init__(
@@ -65,6 +65,10 @@ class Unauthorized(GatewayError):
     type = "invalid_request_error"
     code = "invalid_api_key"
 
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        # RFC 9110: a 401 names the scheme that would work.
+        super().__init__(message, code=code, headers={"WWW-Authenticate": 'Bearer realm="qwengw"'})
+
 
 class Forbidden(GatewayError):
     status = 403
@@ -92,8 +96,11 @@ class PayloadTooLarge(GatewayError):
 
 
 class RateLimited(GatewayError):
+    """A limit refused the request. ``type`` is OpenAI's ("requests" for a request rate); the
+    concurrency and failed-authentication limits say which they are in ``code``."""
+
     status = 429
-    type = "rate_limit_exceeded"
+    type = "requests"
     code = "rate_limit_exceeded"
 
 
@@ -109,19 +116,19 @@ class UpstreamError(GatewayError):
     """Ollama failed: a 5xx answer, or a stream that broke, stopped early or sent garbage."""
 
     status = 502
-    type = "api_error"
+    type = "server_error"
     code = "upstream_error"
 
 
 class UpstreamUnavailable(GatewayError):
     status = 503
-    type = "api_error"
+    type = "server_error"
     code = "upstream_unavailable"
 
 
 class UpstreamTimeout(GatewayError):
     status = 504
-    type = "api_error"
+    type = "server_error"
     code = "upstream_timeout"
 
 
@@ -129,12 +136,59 @@ class ServiceUnavailable(GatewayError):
     """The gateway itself cannot decide (e.g. rate-limit storage down and failing closed)."""
 
     status = 503
-    type = "api_error"
+    type = "server_error"
     code = "service_unavailable"
 
 
-def error_response(err: GatewayError) -> Response:
-    resp = Response(json.dumps(err.body()), status=err.status, mimetype="application/json")
+# Anthropic's error types by status (what its SDKs map to their exception classes).
+ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+ANTHROPIC_PREFIX = "/v1/messages"
+PATHS_SERVED = (
+    "POST /v1/chat/completions, POST /v1/completions, POST /v1/responses, POST /v1/messages, "
+    "POST /v1/messages/count_tokens, POST /v1/embeddings, GET /v1/models, GET /v1/models/{id}, "
+    "GET /health, GET /ready, GET /metrics"
+)
+
+
+def is_anthropic_path(path: str) -> bool:
+    return path == ANTHROPIC_PREFIX or path.startswith(ANTHROPIC_PREFIX + "/")
+
+
+def anthropic_status(err: GatewayError) -> int:
+    # Anthropic says 529 when it is overloaded; Claude Code and the SDKs retry it as such.
+    return 529 if err.code == "upstream_busy" else err.status
+
+
+def anthropic_error(err: GatewayError) -> dict[str, Any]:
+    """The inner ``{"type", "message"}`` of an Anthropic error (HTTP body or SSE event)."""
+    status = anthropic_status(err)
+    fallback = "api_error" if status >= 500 else "invalid_request_error"
+    return {"type": ANTHROPIC_TYPES.get(status, fallback), "message": err.message}
+
+
+def error_response(err: GatewayError, path: str = "", request_id: str | None = None) -> Response:
+    """The error in the shape of the dialect that ``path`` speaks (OpenAI unless Anthropic)."""
+    status = err.status
+    if is_anthropic_path(path):
+        status = anthropic_status(err)
+        body: dict[str, Any] = {"type": "error", "error": anthropic_error(err)}
+        if request_id:
+            body["request_id"] = request_id
+    else:
+        body = err.body()
+    resp = Response(json.dumps(body), status=status, mimetype="application/json")
     for name, value in err.headers.items():
         resp.headers[name] = value
     return resp
@@ -145,7 +199,7 @@ def _from_http_exception(exc: HTTPException) -> GatewayError:
     if status == 413:
         return PayloadTooLarge("request body too large", status=413)
     if status == 404:
-        return NotFound("Unknown path; the API lives under /v1/", code="not_found")
+        return NotFound(f"Unknown path. This server answers: {PATHS_SERVED}.", code="not_found")
     if status == 405:
         return InvalidRequest("method not allowed", code="method_not_allowed", status=405)
     if status < 500:
@@ -157,17 +211,18 @@ def _from_http_exception(exc: HTTPException) -> GatewayError:
 def register_error_handlers(target: Flask | Blueprint) -> None:
     """Render every error as OpenAI JSON: gateway errors, werkzeug errors, and anything else."""
 
-    def on_gateway_error(err: GatewayError) -> Response:
-        return error_response(err)
+    def render(err: GatewayError) -> Response:
+        ctx = g.get("qwengw")
+        return error_response(err, request.path, ctx.record.request_id if ctx else None)
 
     def on_http_exception(exc: HTTPException) -> Response:
-        return error_response(_from_http_exception(exc))
+        return render(_from_http_exception(exc))
 
     def on_unexpected(exc: Exception) -> Response:
         # Log the traceback for operators; the client gets a generic message only.
         log.exception("unhandled error: %s", type(exc).__name__)
-        return error_response(GatewayError("internal server error"))
+        return render(GatewayError("internal server error"))
 
-    target.register_error_handler(GatewayError, on_gateway_error)
+    target.register_error_handler(GatewayError, render)
     target.register_error_handler(HTTPException, on_http_exception)
     target.register_error_handler(Exception, on_unexpected)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .audit import AuditLog
 from .auth import Keyring
@@ -20,6 +20,8 @@ class GatewayState:
     limiter: Limiter
     audit: AuditLog | None
     metrics: NullMetrics
+    # Ollama models that answered "does not support thinking" (per worker; see api.py).
+    no_thinking: set[str] = field(default_factory=set)
 
     @classmethod
     def build(cls, settings: Settings) -> GatewayState:

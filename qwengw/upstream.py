@@ -385,14 +385,22 @@ class OllamaClient:
             if "tools" in message
             else ("reasoning_effort" if "thinking" in message else None)
         )
-        return InvalidRequest(message, param=param, code="upstream_rejected", status=status)
+        # A model that cannot think: some dialects drop `think` and retry (see api.py).
+        code = "thinking_not_supported" if "support thinking" in message else "upstream_rejected"
+        return InvalidRequest(message, param=param, code=code, status=status)
 
     def stream_chat(
         self, payload: dict[str, Any], *, request_id: str | None, public_model: str
     ) -> UpstreamStream:
+        return self.stream("/api/chat", payload, request_id=request_id, public_model=public_model)
+
+    def stream(
+        self, path: str, payload: dict[str, Any], *, request_id: str | None, public_model: str
+    ) -> UpstreamStream:
+        """POST ``payload`` to a streaming native endpoint (``/api/chat``, ``/api/generate``)."""
         host, resp = self._request(
             "POST",
-            "/api/chat",
+            path,
             payload,
             read_timeout=self.settings.first_token_timeout,
             request_id=request_id,

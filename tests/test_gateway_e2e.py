@@ -325,7 +325,7 @@ def test_upstream_model_missing_names_no_internal_model(
             {"model": PUBLIC, "messages": [{"role": "user", "content": "x"}], "temperature": "hot"},
             "temperature",
         ),
-        ({"model": PUBLIC, "messages": [{"role": "user", "content": "x"}], "stop": [1]}, "stop"),
+        ({"model": PUBLIC, "messages": [{"role": "user", "content": "x"}], "stop": [1]}, "stop[0]"),
         (
             {
                 "model": PUBLIC,

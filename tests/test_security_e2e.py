@@ -68,15 +68,25 @@ def post(
 
 def test_keys_missing_wrong_bearer_plain_hashed(start_gateway: Any, fake: FakeOllama) -> None:
     gw = start_gateway(auth_config(fake))
-    status, _, body = post(gw)
-    assert status == 401 and body["error"]["message"] == "missing api key"
-    status, _, body = post(gw, headers={"X-Api-Key": "nope"})
-    assert status == 401 and body["error"] == {
-        "message": "invalid api key",
+    status, headers, body = post(gw)
+    assert status == 401 and body["error"]["message"].startswith("You didn't provide an API key")
+    assert headers["www-authenticate"].startswith("Bearer")
+    status, _, body = post(gw, headers={"X-Api-Key": "nope-secret"})
+    assert status == 401 and body["error"]["message"].startswith("Incorrect API key provided")
+    assert "nope-secret" not in json.dumps(body)
+    assert {k: v for k, v in body["error"].items() if k != "message"} == {
         "type": "invalid_request_error",
         "param": None,
         "code": "invalid_api_key",
     }
+    # A malformed Authorization header says what was wrong, never echoing the credential.
+    for value, shown in (("my-secret-key", "something"), ("Basic c2VjcmV0", "'Basic'")):
+        status, headers, body = post(gw, headers={"Authorization": value})
+        message = body["error"]["message"]
+        assert status == 401 and "Bearer" in message and shown in message
+        assert body["error"]["code"] == "malformed_authorization"
+        assert "my-secret-key" not in message and "c2VjcmV0" not in message
+        assert headers["www-authenticate"].startswith("Bearer")
     assert fake.chat_requests() == []  # rejected requests never reach Ollama
     assert post(gw, headers={"X-Api-Key": PLAIN_KEY})[0] == 200
     assert post(gw, headers={"Authorization": f"Bearer {BOT_KEY}"})[0] == 200
@@ -157,7 +167,7 @@ def test_seed_limit_31st_request_is_429(start_gateway: Any, fake: FakeOllama) ->
     assert [s for s, _, _ in results[:30]] == [200] * 30
     status, headers, body = results[30]
     assert status == 429 and body["error"]["code"] == "rate_limit_exceeded"
-    assert body["error"]["type"] == "rate_limit_exceeded"
+    assert body["error"]["type"] == "requests"  # OpenAI's type for a request-rate limit
     assert 55 <= int(headers["retry-after"]) <= 60
     assert [int(h["x-ratelimit-remaining-requests"]) for _, h, _ in results[:3]] == [29, 28, 27]
     assert all(h["x-ratelimit-limit-requests"] == "30" for _, h, _ in results)
@@ -299,7 +309,8 @@ def test_long_prompt_and_big_body(start_gateway: Any, fake: FakeOllama) -> None:
         gw, {"model": "qwen3:32b", "messages": [{"role": "user", "content": "x" * 100_000}]}
     )
     assert status == 400
-    assert body["error"]["message"] == "prompt too long, max 32768 chars"
+    assert body["error"]["message"].startswith("This model's maximum context length is 32768")
+    assert body["error"]["code"] == "context_length_exceeded"
     assert body["error"]["code"] == "context_length_exceeded"
     big = requests.post(
         gw.url + "/v1/chat/completions",

@@ -9,39 +9,61 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidRequest
-from .chat_request import _integer
+from . import fields as f
 from .models import requested_model, resolve_model
+from .native import NativeCall
+
+EMBED = "/api/embed"
+TOKEN_IDS_HINT = (
+    "'input' holds token ids, which Ollama cannot read: send the text itself. With LangChain's "
+    "OpenAIEmbeddings, set check_embedding_ctx_length=False (it tokenizes with tiktoken by "
+    "default, for OpenAI's models only)."
+)
 
 
 @dataclass(frozen=True)
 class EmbeddingRequest:
-    payload: dict[str, Any]
-    public_model: str
+    call: NativeCall
     base64: bool
-    prompt_chars: int
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.call.payload
+
+    @property
+    def public_model(self) -> str:
+        return self.call.public_model
 
 
-def embeddings_request_to_ollama(body: Any, models: Mapping[str, str]) -> EmbeddingRequest:
+def _is_token_ids(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(t, int) for t in value)
+
+
+def embeddings_request_to_ollama(
+    body: Any, models: Mapping[str, str], max_inputs: int = 2048
+) -> EmbeddingRequest:
     model = requested_model(body)
     inp = body.get("input")
-    if isinstance(inp, str):
-        chars = len(inp)
-    elif isinstance(inp, list) and inp and all(isinstance(s, str) for s in inp):
-        chars = sum(len(s) for s in inp)
-    else:
+    if _is_token_ids(inp) or (isinstance(inp, list) and inp and all(map(_is_token_ids, inp))):
+        raise InvalidRequest(TOKEN_IDS_HINT, param="input", code="token_ids_not_supported")
+    if isinstance(inp, list):
+        f.array(inp, "input", max_inputs)
+    if not (isinstance(inp, str) or (isinstance(inp, list) and inp)) or (
+        isinstance(inp, list) and not all(isinstance(s, str) for s in inp)
+    ):
         raise InvalidRequest(
             "'input' must be a string or a non-empty array of strings", param="input"
         )
-    fmt = body.get("encoding_format", "float")
-    if fmt not in ("float", "base64"):
-        raise InvalidRequest(
-            "'encoding_format' must be 'float' or 'base64'", param="encoding_format"
-        )
+    fmt = f.opt_choice(body, "encoding_format", ("float", "base64")) or "float"
     payload: dict[str, Any] = {"model": resolve_model(model, models), "input": inp}
-    dims = _integer(body, "dimensions", 1)
+    dims = f.opt_int(body, "dimensions", 1, 65536)
     if dims is not None:
         payload["dimensions"] = dims
-    return EmbeddingRequest(payload, model, fmt == "base64", chars)
+    user = f.opt_text(body, "user")
+    call = NativeCall(
+        EMBED, payload, model, False, user=user[:128] if user else None, prompt_param="input"
+    )
+    return EmbeddingRequest(call, fmt == "base64")
 
 
 def embeddings_response(native: Mapping[str, Any], req: EmbeddingRequest) -> dict[str, Any]:

@@ -39,6 +39,10 @@ class Behaviour:
     garbage_after: int | None = None  # send a non-JSON line after N lines, then stop
     error_after: int | None = None  # send {"error": ...} after N lines, then stop
     repeat: int = 1  # repeat the reply's words this many times (long streams)
+    schema_values: dict[str, Any] = field(default_factory=dict)  # property name → value
+    forced_choice: int = 0  # which `oneOf` variant a constrained answer takes
+    no_thinking: bool = False  # answer 400 "does not support thinking" to `think: true`
+    no_insert: bool = False  # answer 400 "does not support insert" to a `suffix`
 
 
 @dataclass
@@ -177,7 +181,7 @@ class Handler(BaseHTTPRequestHandler):
         if not isinstance(body, dict):
             return self._json(400, {"error": "missing request body"})
         model = body.get("model")
-        if self.path not in ("/api/chat", "/api/embed", "/api/show"):
+        if self.path not in ("/api/chat", "/api/generate", "/api/embed", "/api/show"):
             return self._json(404, {"error": "404 page not found"})
         if not model:
             return self._json(400, {"error": "model is required"})
@@ -192,6 +196,12 @@ class Handler(BaseHTTPRequestHandler):
                 return self._embed(body)
             if self.path == "/api/show":
                 return self._json(200, {"capabilities": ["completion", "tools", "thinking"]})
+            if body.get("think") and b.no_thinking:
+                return self._json(400, {"error": f'"{model}" does not support thinking'})
+            if body.get("suffix") and b.no_insert:
+                return self._json(
+                    400, {"error": f"registry.ollama.ai/library/{model} does not support insert"}
+                )
             self._chat(body, b)
         except ClientGone:
             with st.lock:
@@ -216,7 +226,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def _lines(self, body: dict[str, Any], b: Behaviour) -> list[dict[str, Any]]:
         model = body["model"]
-        words = b.reply.split(" ") * b.repeat
+        reply = b.reply
+        if isinstance(body.get("format"), dict):  # constrained output: JSON the schema admits
+            reply = json.dumps(schema_value(body["format"], body["format"], b, ""))
+        words = reply.split(" ") * b.repeat
         pieces = [w if i == 0 else " " + w for i, w in enumerate(words) if w or i == 0]
         lines: list[dict[str, Any]] = []
         if b.thinking:
@@ -247,6 +260,12 @@ class Handler(BaseHTTPRequestHandler):
         for line in lines:
             out.append({"model": model, "created_at": _now(), **line, "done": False})
         out.append({"model": model, "created_at": _now(), **final})
+        if self.path == "/api/generate":  # text and thinking at the top level, no tool calls
+            for line in out:
+                msg = line.pop("message")
+                line["response"] = msg.get("content", "")
+                if msg.get("thinking"):
+                    line["thinking"] = msg["thinking"]
         return out
 
     def _chat(self, body: dict[str, Any], b: Behaviour) -> None:
@@ -282,6 +301,37 @@ class Handler(BaseHTTPRequestHandler):
         self._chunk(b"")
         with st.lock:
             st.streams_finished += 1
+
+
+def schema_value(schema: Any, root: dict[str, Any], b: Behaviour, name: str) -> Any:
+    """A value the JSON schema admits, as a grammar-constrained model would write one."""
+    if not isinstance(schema, dict):
+        return None
+    if "$ref" in schema:
+        target: Any = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            if part:
+                target = target[part]
+        return schema_value(target, root, b, name)
+    if name in b.schema_values:
+        return b.schema_values[name]
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    for key in ("oneOf", "anyOf"):
+        if key in schema:
+            options = schema[key]
+            return schema_value(options[min(b.forced_choice, len(options) - 1)], root, b, name)
+    kind = schema.get("type", "object")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        props = schema.get("properties") or {}
+        return {k: schema_value(v, root, b, k) for k, v in props.items()}
+    if kind == "array":
+        return [schema_value(schema.get("items") or {}, root, b, name)]
+    return {"string": "x", "integer": 1, "number": 1.5, "boolean": True}.get(kind)
 
 
 class FakeServer(ThreadingHTTPServer):
@@ -331,6 +381,9 @@ class FakeOllama:
 
     def chat_requests(self) -> list[Recorded]:
         return [r for r in self.state.requests if r.path == "/api/chat"]
+
+    def generate_requests(self) -> list[Recorded]:
+        return [r for r in self.state.requests if r.path == "/api/generate"]
 
 
 def main() -> None:
