@@ -64,6 +64,7 @@ class RequestCtx:
     finished: bool = False
     watcher: Watcher | None = None
     client_gone: bool = False
+    output_lines: int = 0  # native lines with output: ≈ tokens, when Ollama's count never came
 
 
 def _state() -> GatewayState:
@@ -97,6 +98,8 @@ def make_blueprint(*, whole_app: bool = False) -> Blueprint:
         bp.before_request(_gate)
         bp.after_request(_finish)
     bp.add_url_rule("/v1/chat/completions", "chat_completions", chat_completions, methods=["POST"])
+    bp.add_url_rule("/v1/messages", "messages", messages, methods=["POST"])
+    bp.add_url_rule("/v1/messages/count_tokens", "count_tokens", count_tokens, methods=["POST"])
     bp.add_url_rule("/v1/embeddings", "embeddings", embeddings, methods=["POST"])
     bp.add_url_rule("/v1/models", "list_models", list_models, methods=["GET"])
     bp.add_url_rule("/v1/models/<path:model_id>", "get_model", get_model, methods=["GET"])
@@ -203,6 +206,8 @@ def _finish(resp: Response) -> Response:
     if ctx is None:
         return resp
     resp.headers["X-Request-Id"] = ctx.record.request_id
+    if is_anthropic_path(request.path):
+        resp.headers["request-id"] = ctx.record.request_id  # where the Anthropic SDKs look
     for name, value in ctx.decision_headers.items():
         resp.headers.setdefault(name, value)
     if not ctx.streaming:
@@ -229,6 +234,10 @@ def _complete(st: GatewayState, ctx: RequestCtx) -> None:
     if ctx.client_gone or (ctx.streaming and not ctx.finished):
         rec.cancelled = True
         rec.status = 499  # nginx's "client closed request", as the issue's logs expect
+    if rec.completion_tokens is None and ctx.output_lines:
+        rec.completion_tokens = ctx.output_lines  # cut short: the tokens seen so far
+    elif rec.prompt_tokens:
+        st.tokens.observe(rec.model, rec.prompt_chars, rec.prompt_tokens)
     rec.duration_ms = round((time.perf_counter() - ctx.started) * 1000, 2)
     st.metrics.request_finished(rec)
     if st.audit is not None:
@@ -296,26 +305,20 @@ def _open_upstream(st: GatewayState, ctx: RequestCtx, call: translate.NativeCall
 
 
 def _lines(up: UpstreamStream, ctx: RequestCtx) -> Iterator[dict[str, Any]]:
-    """Upstream lines, noting for the audit: time to first output, tokens (Ollama's counts, or
-    the lines with output seen so far when the answer is cut short)."""
+    """Upstream lines, noting for the audit: time to first output, tokens (Ollama's counts; the
+    lines with output seen so far stand in when the answer is cut short, see ``_complete``)."""
     rec = ctx.record
-    seen = 0
-    try:
-        for line in up:
-            thinking, content, calls = translate.line_parts(line)
-            if thinking or content or calls:
-                seen += 1
-                if rec.ttft_ms is None:
-                    rec.ttft_ms = round((time.perf_counter() - ctx.started) * 1000, 2)
-            if line.get("done"):
-                if rec.ttft_ms is None:
-                    rec.ttft_ms = round((time.perf_counter() - ctx.started) * 1000, 2)
-                rec.prompt_tokens, rec.completion_tokens = translate.usage_counts(line)
-                seen = -1
-            yield line
-    finally:
-        if seen >= 0:
-            rec.completion_tokens = seen
+    for line in up:
+        thinking, content, calls = translate.line_parts(line)
+        if thinking or content or calls:
+            ctx.output_lines += 1
+            if rec.ttft_ms is None:
+                rec.ttft_ms = round((time.perf_counter() - ctx.started) * 1000, 2)
+        if line.get("done"):
+            if rec.ttft_ms is None:
+                rec.ttft_ms = round((time.perf_counter() - ctx.started) * 1000, 2)
+            rec.prompt_tokens, rec.completion_tokens = translate.usage_counts(line)
+        yield line
 
 
 def _sse(obj: Any) -> bytes:
@@ -330,9 +333,13 @@ def _sse_named(obj: Any) -> bytes:
 def _generate(
     call: translate.NativeCall,
     answer: Callable[[Iterable[dict[str, Any]]], dict[str, Any]],
-    streamer: translate.Streamer,
+    streamer: Callable[[], translate.Streamer],
 ) -> Response:
-    """The one path every generating endpoint takes, whatever its dialect."""
+    """The one path every generating endpoint takes, whatever its dialect.
+
+    ``answer`` folds the native lines into one response body; ``streamer`` makes the dialect's
+    streaming state machine. Both are called after admission (``ctx.record`` is filled in).
+    """
     st, ctx = _state(), _ctx()
     _admit_call(st, ctx, call)
     up = _open_upstream(st, ctx, call)
@@ -345,27 +352,30 @@ def _generate(
     ctx.streaming = True
     rec = ctx.record
     rec.status = 200
-    frame = _sse_named if streamer.named_events else _sse
+    machine = streamer()
+    frame = _sse_named if machine.named_events else _sse
 
     def generate() -> Iterator[bytes]:
         try:
-            for event in streamer.start():
+            for event in machine.start():
                 yield frame(event)
             for line in lines:
-                for event in streamer.feed(line):
+                for event in machine.feed(line):
                     yield frame(event)
-            if streamer.done_marker:
-                yield streamer.done_marker
+                if getattr(machine, "finished", False):
+                    break  # e.g. a stop sequence matched: the answer is complete
+            if machine.done_marker:
+                yield machine.done_marker
         except ClientGone:
             return  # nobody is listening; _complete records the cancellation
         except GatewayError as err:
             # Headers are gone already: the error travels in the stream, in the dialect's shape.
             rec.error_code = err.code
             rec.status = err.status
-            for event in streamer.fail(err):
+            for event in machine.fail(err):
                 yield frame(event)
-            if streamer.done_marker and streamer.done_after_error:
-                yield streamer.done_marker
+            if machine.done_marker and machine.done_after_error:
+                yield machine.done_marker
         finally:
             _stop_watching(ctx)
             up.close()
@@ -394,8 +404,34 @@ def chat_completions() -> Response:
             model=req.public_model,
             legacy_functions=req.legacy_functions,
         ),
-        translate.ChatStream.for_request(req, completion_id, created),
+        lambda: translate.ChatStream.for_request(req, completion_id, created),
     )
+
+
+def _input_tokens(st: GatewayState, model: str, chars: int | None) -> int:
+    return st.tokens.estimate(model, chars or 0)
+
+
+def messages() -> Response:
+    st, ctx = _state(), _ctx()
+    req = translate.messages_request(_json_body(), st.settings.models, _bounds(st))
+    model, message_id = req.call.public_model, translate.random_id("msg_")
+
+    def stream() -> translate.MessagesStream:
+        estimate = _input_tokens(st, model, ctx.record.prompt_chars)
+        return translate.MessagesStream(message_id, model, estimate, req.stop_sequences)
+
+    return _generate(req.call, lambda lines: translate.aggregate_message(lines, stream()), stream)
+
+
+def count_tokens() -> Response:
+    """An estimate from the prompt's characters (see tokens.py); Ollama is not called."""
+    st, ctx = _state(), _ctx()
+    req = translate.messages_request(_json_body(), st.settings.models, _bounds(st), counting=True)
+    ctx.record.model = req.call.public_model
+    chars = translate.check_bounds(req.call, _bounds(st))
+    ctx.record.prompt_chars = chars
+    return _json_response({"input_tokens": _input_tokens(st, req.call.public_model, chars)})
 
 
 def embeddings() -> Response:
@@ -431,7 +467,7 @@ def _model_list() -> list[dict[str, Any]]:
 
 
 def list_models() -> Response:
-    return _json_response({"object": "list", "data": _model_list()})
+    return _json_response(translate.model_page(_model_list()))
 
 
 def get_model(model_id: str) -> Response:

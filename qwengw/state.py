@@ -9,6 +9,7 @@ from .auth import Keyring
 from .config import Settings
 from .metrics import NullMetrics, build_metrics
 from .ratelimit import Limiter
+from .tokens import TokenEstimator
 from .upstream import Events, OllamaClient, host_label
 
 
@@ -22,6 +23,7 @@ class GatewayState:
     metrics: NullMetrics
     # Ollama models that answered "does not support thinking" (per worker; see api.py).
     no_thinking: set[str] = field(default_factory=set)
+    tokens: TokenEstimator = field(default_factory=TokenEstimator)
 
     @classmethod
     def build(cls, settings: Settings) -> GatewayState:

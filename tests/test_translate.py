@@ -601,7 +601,15 @@ def test_r24_models_list() -> None:
         ]
     }
     assert translate.models_list(tags, NOMAP) == [
-        {"id": "ns/exposed:latest", "object": "model", "created": 1686935002, "owned_by": "ollama"}
+        {
+            "id": "ns/exposed:latest",
+            "object": "model",
+            "created": 1686935002,
+            "owned_by": "ollama",
+            "type": "model",
+            "display_name": "ns/exposed:latest",
+            "created_at": "2023-06-16T17:03:22Z",
+        }
     ]
     assert translate.models_list({"models": None}, NOMAP) == []
     mapped = translate.models_list(tags, {"pub": "ns/exposed:latest"})

@@ -5,6 +5,7 @@ machine), plus what they share: typed field reads (``fields``), the native call 
 measures (``native``), and tool choices Ollama cannot express (``tool_choice``).
 """
 
+from .anthropic import MessagesRequest, MessagesStream, aggregate_message, messages_request
 from .chat_request import EFFORT_TO_THINK, ChatRequest, chat_request_to_ollama
 from .chat_response import (
     ChatStream,
@@ -12,10 +13,11 @@ from .chat_response import (
     check_line,
     finish_reason,
     new_call_id,
+    random_id,
     usage_from,
 )
 from .embeddings import EmbeddingRequest, embeddings_request_to_ollama, embeddings_response
-from .models import models_list, resolve_model
+from .models import model_page, models_list, resolve_model
 from .native import (
     Bounds,
     NativeCall,
@@ -28,6 +30,11 @@ from .native import (
 from .tool_choice import ToolPolicy, apply_tool_policy, forced_format
 
 __all__ = [
+    "MessagesRequest",
+    "MessagesStream",
+    "aggregate_message",
+    "messages_request",
+    "random_id",
     "EFFORT_TO_THINK",
     "Bounds",
     "ChatRequest",
@@ -46,6 +53,7 @@ __all__ = [
     "finish_reason",
     "forced_format",
     "line_parts",
+    "model_page",
     "models_list",
     "new_call_id",
     "prompt_chars",

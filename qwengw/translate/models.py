@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import InvalidRequest, ModelNotFound
@@ -55,13 +55,32 @@ def models_list(tags: Mapping[str, Any], models: Mapping[str, str]) -> list[dict
         ]
     else:
         pairs = [(e.get("model") or e.get("name"), e) for e in entries]
-    return [
-        {
-            "id": name,
-            "object": "model",
-            "created": _created((e or {}).get("modified_at")),
-            "owned_by": "ollama",
-        }
-        for name, e in pairs
-        if isinstance(name, str)
-    ]
+    out = []
+    for name, e in pairs:
+        if not isinstance(name, str):
+            continue
+        created = _created((e or {}).get("modified_at"))
+        out.append(
+            {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": "ollama",
+                # Anthropic's ModelInfo fields, so that its SDKs' models.list() reads them too.
+                "type": "model",
+                "display_name": name,
+                "created_at": datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            }
+        )
+    return out
+
+
+def model_page(models: list[dict[str, Any]]) -> dict[str, Any]:
+    """The list body both SDK families read: OpenAI's ``data``, Anthropic's paging fields."""
+    return {
+        "object": "list",
+        "data": models,
+        "has_more": False,
+        "first_id": models[0]["id"] if models else None,
+        "last_id": models[-1]["id"] if models else None,
+    }
