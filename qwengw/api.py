@@ -98,6 +98,11 @@ def make_blueprint(*, whole_app: bool = False) -> Blueprint:
         bp.before_request(_gate)
         bp.after_request(_finish)
     bp.add_url_rule("/v1/chat/completions", "chat_completions", chat_completions, methods=["POST"])
+    bp.add_url_rule("/v1/completions", "completions", completions, methods=["POST"])
+    bp.add_url_rule("/v1/responses", "responses", responses, methods=["POST"])
+    bp.add_url_rule(
+        "/v1/responses/<path:response_id>", "get_response", get_response, methods=["GET", "DELETE"]
+    )
     bp.add_url_rule("/v1/messages", "messages", messages, methods=["POST"])
     bp.add_url_rule("/v1/messages/count_tokens", "count_tokens", count_tokens, methods=["POST"])
     bp.add_url_rule("/v1/embeddings", "embeddings", embeddings, methods=["POST"])
@@ -406,6 +411,35 @@ def chat_completions() -> Response:
         ),
         lambda: translate.ChatStream.for_request(req, completion_id, created),
     )
+
+
+def completions() -> Response:
+    st = _state()
+    req = translate.completion_request(_json_body(), st.settings.models, _bounds(st))
+    completion_id, created = _new_id("cmpl-"), int(time.time())
+    model = req.call.public_model
+    return _generate(
+        req.call,
+        lambda lines: translate.aggregate_completion(
+            lines, completion_id=completion_id, created=created, model=model
+        ),
+        lambda: translate.CompletionStream(completion_id, created, model, req.include_usage),
+    )
+
+
+def responses() -> Response:
+    st = _state()
+    req = translate.responses_request(_json_body(), st.settings.models, _bounds(st))
+    response_id, created = _new_id("resp_"), int(time.time())
+
+    def stream() -> translate.ResponsesStream:
+        return translate.ResponsesStream(response_id, created, req.call.public_model, req.echo)
+
+    return _generate(req.call, lambda lines: translate.aggregate_response(lines, stream()), stream)
+
+
+def get_response(response_id: str) -> Response:
+    raise translate.response_not_found(response_id)  # stateless: nothing is ever stored
 
 
 def _input_tokens(st: GatewayState, model: str, chars: int | None) -> int:

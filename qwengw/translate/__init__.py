@@ -16,6 +16,12 @@ from .chat_response import (
     random_id,
     usage_from,
 )
+from .completions import (
+    CompletionRequest,
+    CompletionStream,
+    aggregate_completion,
+    completion_request,
+)
 from .embeddings import EmbeddingRequest, embeddings_request_to_ollama, embeddings_response
 from .models import model_page, models_list, resolve_model
 from .native import (
@@ -27,9 +33,25 @@ from .native import (
     prompt_chars,
     usage_counts,
 )
+from .responses import (
+    ResponsesRequest,
+    ResponsesStream,
+    aggregate_response,
+    response_not_found,
+    responses_request,
+)
 from .tool_choice import ToolPolicy, apply_tool_policy, forced_format
 
 __all__ = [
+    "CompletionRequest",
+    "CompletionStream",
+    "ResponsesRequest",
+    "ResponsesStream",
+    "aggregate_completion",
+    "aggregate_response",
+    "completion_request",
+    "response_not_found",
+    "responses_request",
     "MessagesRequest",
     "MessagesStream",
     "aggregate_message",
