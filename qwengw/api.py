@@ -38,17 +38,19 @@ from .upstream import UpstreamStream
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 OPEN_ENDPOINTS = {"health"}  # liveness says nothing about the deployment: no gate
-API_ENDPOINTS = {
-    "chat_completions",
-    "completions",
-    "responses",
-    "get_response",
-    "messages",
-    "count_tokens",
-    "embeddings",
-    "list_models",
-    "get_model",
+# The API dialect each endpoint speaks (the audit line records it).
+DIALECTS = {
+    "chat_completions": "openai-chat",
+    "completions": "openai-completions",
+    "responses": "openai-responses",
+    "get_response": "openai-responses",
+    "messages": "anthropic-messages",
+    "count_tokens": "anthropic-messages",
+    "embeddings": "openai-embeddings",
+    "list_models": "models",
+    "get_model": "models",
 }
+API_ENDPOINTS = set(DIALECTS)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -136,6 +138,7 @@ def _gate() -> None:
     endpoint = (request.endpoint or "").rsplit(".", 1)[-1]
     if endpoint in OPEN_ENDPOINTS:
         return
+    record.dialect = DIALECTS.get(endpoint)
     if s.whitelist.enabled and not in_networks(ip, s.whitelist.ips):
         raise Forbidden("ip not allowed", code="ip_not_allowed")
     if endpoint in API_ENDPOINTS and s.auth.enabled:

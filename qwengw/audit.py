@@ -15,6 +15,7 @@ class AuditRecord:
     client_ip: str | None
     method: str
     path: str
+    dialect: str | None = None  # openai-chat, anthropic-messages, openai-responses, ...
     key_id: str | None = None
     user: str | None = None
     model: str | None = None  # the public name, never the upstream one

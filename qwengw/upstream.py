@@ -106,6 +106,28 @@ class CircuitBreaker:
         self.probing = False
 
 
+# Ollama's 4xx texts → (code, param, what the client is told). `thinking_not_supported` lets
+# some dialects drop `think` and retry (see api.py).
+UPSTREAM_REFUSALS = (
+    (
+        "support thinking",
+        "thinking_not_supported",
+        "reasoning_effort",
+        "this model does not support thinking; leave reasoning effort / thinking unset",
+    ),
+    ("support tools", "tools_not_supported", "tools", "this model does not support tools"),
+    (
+        "support insert",
+        "suffix_not_supported",
+        "suffix",
+        "this model does not support fill-in-the-middle completions (suffix)",
+    ),
+    ("support generate", "completions_not_supported", "model", "this model cannot complete text"),
+    ("support chat", "chat_not_supported", "model", "this model cannot chat"),
+    ("support embed", "embeddings_not_supported", "model", "this model cannot embed text"),
+)
+
+
 def host_label(index: int) -> str:
     """What logs, metrics and /ready show for the index-th Ollama host, instead of its URL."""
     return f"ollama-{index + 1}"
@@ -211,8 +233,9 @@ class UpstreamStream:
         if not isinstance(line, dict):
             raise self._failed("bad_line", "the model server sent a malformed answer")
         if "error" in line:
-            msg = _scrub(str(line["error"]), self.client.model_names)
-            raise self._failed("stream_error", f"the model failed while generating: {msg}")
+            # Ollama's text may name files and hosts: it goes to the log, not to the client.
+            log.warning("%s: error line mid-answer: %s", self.host.label, str(line["error"])[:500])
+            raise self._failed("stream_error", "the model failed while generating")
         return line
 
     def abort(self) -> None:
@@ -380,14 +403,15 @@ class OllamaClient:
             return UpstreamError(f"the model server failed: {message}")
         host.breaker.success()
         self.events.upstream_error(host.label, "http_4xx")
-        param = (
-            "tools"
-            if "tools" in message
-            else ("reasoning_effort" if "thinking" in message else None)
+        # Ollama's text names registry paths and files: the client gets a fixed message per
+        # class, the log gets the text.
+        log.warning("%s answered %d: %s", host.label, status, message[:500])
+        for marker, code, param, text in UPSTREAM_REFUSALS:
+            if marker in message:
+                return InvalidRequest(text, param=param, code=code, status=400)
+        return InvalidRequest(
+            "the model server rejected the request", code="upstream_rejected", status=status
         )
-        # A model that cannot think: some dialects drop `think` and retry (see api.py).
-        code = "thinking_not_supported" if "support thinking" in message else "upstream_rejected"
-        return InvalidRequest(message, param=param, code=code, status=status)
 
     def stream_chat(
         self, payload: dict[str, Any], *, request_id: str | None, public_model: str

@@ -387,7 +387,10 @@ def test_errors_never_show_internal_model_names(start_gateway: Any, fake: FakeOl
     fake.behave(status=400, error='"qwen3:32b" does not support tools')
     r = chat(gw, {"model": "big", "messages": MSGS})
     assert r.status_code == 400
-    assert r.json()["error"]["message"] == '"big" does not support tools'
+    err = r.json()["error"]
+    assert err["message"] == "this model does not support tools" and err["param"] == "tools"
+    assert err["code"] == "tools_not_supported" and "qwen3" not in r.text
+    assert "does not support tools" in gw.log()  # Ollama's own text goes to the log
 
 
 def test_metrics_content_type(start_gateway: Any, fake: FakeOllama) -> None:
