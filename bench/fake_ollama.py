@@ -8,7 +8,8 @@ always answers in Ollama's streaming form (chunked NDJSON), as the gateway alway
 * model ``slow``: ``--chunks`` content lines ``--chunk-delay`` seconds apart (the first at once),
   then the done line. That is a token stream a client can time.
 
-``GET /api/tags`` and ``/api/version`` answer too, so the gateway's ``/ready`` works.
+``POST /api/generate`` answers model ``fast`` the same way, in its own line shape (legacy
+completions). ``GET /api/tags`` and ``/api/version`` answer too, so the gateway's ``/ready`` works.
 Run: ``python -m bench.fake_ollama --port 11435`` (prints ``ready`` when listening).
 """
 
@@ -74,6 +75,17 @@ class Responses:
             + _chunk(
                 _line("fast", "Hello") + _line("fast", " world") + _line("fast", "", done=True)
             )
+            + b"0\r\n\r\n"
+        )
+        generate = [
+            json.loads(line)
+            for line in (_line("fast", "Hello"), _line("fast", " world"), _line("fast", "", True))
+        ]
+        for line in generate:  # /api/generate lines carry the text at the top level
+            line["response"] = line.pop("message")["content"]
+        self.fast_generate = (
+            STREAM_HEAD
+            + _chunk(b"".join(json.dumps(line).encode() + b"\n" for line in generate))
             + b"0\r\n\r\n"
         )
         self.slow_lines = [_chunk(_line("slow", f" tok{i}")) for i in range(chunks)]
@@ -149,6 +161,9 @@ class FakeOllama:
                 sock.sendall(r.fast)
             else:
                 sock.sendall(r.not_found)
+        elif method == b"POST" and path == b"/api/generate":
+            fast = b'"model": "fast"' in body or b'"model":"fast"' in body
+            sock.sendall(r.fast_generate if fast else r.not_found)
         elif path == b"/api/tags":
             sock.sendall(r.tags)
         elif path in (b"/api/version", b"/"):

@@ -339,6 +339,61 @@ def latency(gw_port: int, fake_port: int, n: int) -> dict[str, Any]:
     }
 
 
+DIALECT_BODIES = {  # the same small question in each dialect the gateway speaks
+    "chat": ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Say hello."}]}),
+    "messages": (
+        "/v1/messages",
+        {"max_tokens": 64, "messages": [{"role": "user", "content": "Say hello."}]},
+    ),
+    "responses": ("/v1/responses", {"input": "Say hello."}),
+    "completions": ("/v1/completions", {"prompt": "Say hello."}),
+}
+
+
+def dialects(stack: Stack, n: int) -> dict[str, dict[str, float]]:
+    """Non-streaming latency of each dialect through the gateway, interleaved request by
+    request on one keep-alive connection each; every control on, as for chat."""
+    raws = {}
+    for name, (path, extra) in DIALECT_BODIES.items():
+        body = json.dumps({"model": "fast", **extra}).encode()
+        raws[name] = (
+            b"POST %s HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+            b"X-Api-Key: %s\r\nX-Forwarded-For: 10.1.2.3\r\nX-Real-IP: 10.1.2.3\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (path.encode(), KEYS[0].encode(), len(body), body)
+        )
+    conns = {name: Conn(stack.gw_port) for name in raws}
+    times: dict[str, list[float]] = {name: [] for name in raws}
+    for i in range(n + 200):
+        names = list(raws) if i % 2 else list(reversed(raws))
+        for name in names:
+            t = time.perf_counter()
+            status = conns[name].request(raws[name])
+            if i >= 200:
+                times[name].append((time.perf_counter() - t) * 1000)
+            if status != 200:
+                raise RuntimeError(f"dialect {name}: status {status}")
+    for c in conns.values():
+        c.close()
+    return {name: {"p50": pct(v, 50), "p99": pct(v, 99)} for name, v in times.items()}
+
+
+def dialect_table(res: dict[str, Any]) -> list[str]:
+    dl = res["dialects"]
+    chat = dl["chat"]["p50"]
+    rows = [
+        "| dialect (non-streaming, through the gateway) | p50 (ms) | p99 (ms) | p50 vs chat |",
+        "|---|---|---|---|",
+    ]
+    for name, (path, _) in DIALECT_BODIES.items():
+        d = dl[name]
+        diff = d["p50"] - chat
+        rows.append(
+            f"| `{path}` | {f1(d['p50'])} | {f1(d['p99'])} | "
+            f"{'' if name == 'chat' else f'{diff * 1000:+.0f} µs'} |"
+        )
+    return rows
+
+
 def floor(stack: Stack, n: int) -> dict[str, dict[str, float]]:
     """Latency of the reference apps (bench/floor_app.py) next to direct, interleaved."""
     body = b'{"model":"fast","messages":[{"role":"user","content":"Say hello."}]}'
@@ -537,6 +592,8 @@ def run_mode(storage: str, tmp: Path, args: argparse.Namespace) -> dict[str, Any
         print(f"[{res['storage']}] latency ...", file=sys.stderr, flush=True)
         res["latency"] = latency(stack.gw_port, stack.fake_port, args.requests)
         res["floor"] = floor(stack, args.requests // 2)
+        print(f"[{res['storage']}] dialects ...", file=sys.stderr, flush=True)
+        res["dialects"] = dialects(stack, args.requests // 2)
         print(f"[{res['storage']}] throughput ...", file=sys.stderr, flush=True)
         res["throughput"] = throughput_table(stack, (1, 16, 64), args.seconds)
         print(f"[{res['storage']}] {STREAMS} streams ...", file=sys.stderr, flush=True)
@@ -666,6 +723,12 @@ def targets(res: dict[str, Any]) -> list[str]:
             f"{max(worker_rss):.1f} MiB ({max(worker_rss) * 1.048576:.1f} MB)",
         ),
     ]
+    if "dialects" in res:
+        chat = res["dialects"]["chat"]["p50"]
+        worst = max(d["p50"] - chat for n, d in res["dialects"].items() if n != "chat")
+        checks.append(
+            ("every dialect's p50 ≤ chat's + 0.3 ms", worst <= 0.3, f"worst {worst * 1000:+.0f} µs")
+        )
     return [f"| {name} | {got} | {'met' if ok else '**missed**'} |" for name, ok, got in checks]
 
 
@@ -709,6 +772,16 @@ def render_doc(
                     "",
                 ]
                 + floor_table(res)
+                + [""]
+            )
+        if "dialects" in res:
+            out += (
+                [
+                    "Each API dialect through the same gate (same controls, same upstream), "
+                    "interleaved request by request:",
+                    "",
+                ]
+                + dialect_table(res)
                 + [""]
             )
     if len(results) == 2:
@@ -763,6 +836,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
             + targets(res)
             + [""]
             + (floor_table(res) if "floor" in res else [])
+            + ([""] + dialect_table(res) if "dialects" in res else [])
         ):
             print(row)
         if "profile" in res:
