@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
+from .audit import is_housekeeping
+
 _SINCE = re.compile(r"(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h|d|w)")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 TOP_CALLERS = 10
@@ -88,9 +90,12 @@ def _number(value: Any) -> float | None:
 def summarise(
     records: Iterable[dict[str, Any]], since: timedelta, now: datetime | None = None
 ) -> dict[str, Any]:
-    """Counts, errors by status and code, TTFT/duration percentiles, top callers."""
+    """Counts, errors by status and code, TTFT/duration percentiles, top callers.
+
+    Served ``/health``, ``/ready`` and ``/metrics`` requests (``audit.housekeeping``) are only
+    counted apart: they would swamp the totals and the error rate."""
     end = now or datetime.now(UTC)
-    total = cancelled = 0
+    total = cancelled = housekeeping = 0
     statuses: Counter[int] = Counter()
     errors: Counter[tuple[int, str]] = Counter()
     callers: Counter[str] = Counter()
@@ -100,6 +105,9 @@ def summarise(
     first: datetime | None = None
     last: datetime | None = None
     for rec in within(records, since, end):
+        if is_housekeeping(rec.get("path"), rec.get("status")):
+            housekeeping += 1
+            continue
         total += 1
         t = rec["_time"]
         first = t if first is None or t < first else first
@@ -131,6 +139,7 @@ def summarise(
         "errors": n_errors,
         "error_rate": round(n_errors / total, 4) if total else 0.0,
         "cancelled": cancelled,
+        "housekeeping": housekeeping,
         "by_status": {str(s): c for s, c in sorted(statuses.items())},
         "errors_by_code": [
             {"status": s, "error_code": code, "count": c}
@@ -171,6 +180,10 @@ def render_text(summary: dict[str, Any]) -> str:
     out = [f"qwengw audit report: last {w['since']} ({w['start']} .. {w['end']})"]
     n = summary["requests"]
     out.append(f"requests    {n}")
+    if summary["housekeeping"]:
+        out.append(
+            f"            (and {summary['housekeeping']} /health, /ready, /metrics, not counted)"
+        )
     if not n:
         out.append("(no requests in this window)")
         return "\n".join(out) + "\n"
