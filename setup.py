@@ -39,6 +39,10 @@ setup(
             "redis>=5.0",
             "prometheus-client>=0.20",
             "ruff>=0.6",
+            # the HTML report test: html5lib's strict parser reports every HTML parse error,
+            # Pillow reads the headless-Chromium screenshot (size, not blank)
+            "html5lib>=1.1",
+            "pillow>=10",
         ],
     },
     entry_points={
