@@ -81,7 +81,7 @@ def percentile(values: list[float], p: float) -> float | None:
     return ordered[rank - 1]
 
 
-def _number(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
@@ -122,18 +122,18 @@ def summarise(
                 caller_errors[caller] += 1
         if rec.get("cancelled") is True:
             cancelled += 1
-        if (v := _number(rec.get("ttft_ms"))) is not None:
+        if (v := as_number(rec.get("ttft_ms"))) is not None:
             ttft.append(v)
-        if (v := _number(rec.get("duration_ms"))) is not None:
+        if (v := as_number(rec.get("duration_ms"))) is not None:
             duration.append(v)
     n_errors = sum(c for s, c in statuses.items() if s >= 400)
     return {
         "window": {
-            "since": _fmt_td(since),
-            "start": _iso(end - since),
-            "end": _iso(end),
-            "first": _iso(first) if first else None,
-            "last": _iso(last) if last else None,
+            "since": fmt_duration(since),
+            "start": iso_utc(end - since),
+            "end": iso_utc(end),
+            "first": iso_utc(first) if first else None,
+            "last": iso_utc(last) if last else None,
         },
         "requests": total,
         "errors": n_errors,
@@ -158,11 +158,11 @@ def summarise(
     }
 
 
-def _iso(t: datetime) -> str:
+def iso_utc(t: datetime) -> str:
     return t.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _fmt_td(td: timedelta) -> str:
+def fmt_duration(td: timedelta) -> str:
     s = int(td.total_seconds())
     for unit in ("w", "d", "h", "m"):
         if s and s % _UNIT_SECONDS[unit] == 0:
@@ -215,8 +215,10 @@ def main_report(
     as_json: bool,
     out: TextIO | None = None,
     now: datetime | None = None,
+    html_path: str | None = None,
 ) -> int:
-    """CLI edge: read the file (``-`` = stdin), print the report; 0 ok, 2 usage/IO error."""
+    """CLI edge: read the file (``-`` = stdin), print the report, or write it as one HTML page
+    to ``html_path``; 0 ok, 2 usage/IO error."""
     out = out or sys.stdout
     try:
         window = parse_since(since)
@@ -224,12 +226,17 @@ def main_report(
         print(f"qwengw report: {exc}", file=sys.stderr)
         return 2
     skipped: list[int] = []
+    summarise_with = summarise
+    if html_path is not None:
+        from .report_html import collect, render_html
+
+        summarise_with = collect
     try:
         if audit_log_path == "-":
-            summary = summarise(parse_lines(sys.stdin, skipped), window, now)
+            summary = summarise_with(parse_lines(sys.stdin, skipped), window, now)
         else:
             with open(audit_log_path, encoding="utf-8", errors="replace") as fh:
-                summary = summarise(parse_lines(fh, skipped), window, now)
+                summary = summarise_with(parse_lines(fh, skipped), window, now)
     except OSError as exc:
         print(f"qwengw report: cannot read {audit_log_path}: {exc.strerror}", file=sys.stderr)
         return 2
@@ -239,7 +246,16 @@ def main_report(
             f"(first at line {skipped[0]})",
             file=sys.stderr,
         )
-    if as_json:
+    if html_path is not None:
+        try:
+            # errors="replace": a lone surrogate from an old log line must not lose the page
+            with open(html_path, "w", encoding="utf-8", errors="replace") as page:
+                page.write(render_html(summary))
+        except OSError as exc:
+            print(f"qwengw report: cannot write {html_path}: {exc.strerror}", file=sys.stderr)
+            return 2
+        out.write(f"wrote {html_path}: {summary['requests']} requests, last {since}\n")
+    elif as_json:
         out.write(json.dumps(summary, indent=2) + "\n")
     else:
         out.write(render_text(summary))
