@@ -17,7 +17,7 @@ import requests
 
 from qwengw.config import hash_key
 from qwengw.report import main_report
-from tests.conftest import Gateway, free_port
+from tests.conftest import Gateway, RedisServer, free_port
 from tests.fakes.fake_ollama import FakeOllama
 from tests.test_resilience_e2e import metric
 
@@ -160,7 +160,7 @@ ALICE, BOB = "alice-key", "bob-key"
 
 
 def test_tokens_ttft_upstream_and_limits_by_key(
-    start_gateway: Any, fake: FakeOllama, tmp_path: Any
+    start_gateway: Any, fake: FakeOllama, redis_server: RedisServer
 ) -> None:
     gw = start_gateway(
         {
@@ -172,7 +172,12 @@ def test_tokens_ttft_upstream_and_limits_by_key(
                     {"id": "bob", "sha256": hash_key(BOB), "rate_limit": "2/minute"},
                 ],
             },
-            "rate_limit": {"enabled": True, "max_requests": 120, "window_seconds": 60},
+            "rate_limit": {  # in Redis: exact across the two workers
+                "enabled": True,
+                "max_requests": 120,
+                "window_seconds": 60,
+                "storage": redis_server.url,
+            },
             "upstream": {"first_token_timeout": 90},
         },
         workers=2,
