@@ -159,29 +159,32 @@ def test_housekeeping_in_the_audit_log_when_asked_but_not_in_report_totals(
 ALICE, BOB = "alice-key", "bob-key"
 
 
+def two_keys(fake_url: str, storage: str = "memory://") -> dict[str, Any]:
+    """alice (2 in flight at most) and bob (2 a minute); ollama-1 is down, ollama-2 the fake."""
+    return {
+        "ollama_api": [f"http://127.0.0.1:{free_port()}", fake_url],
+        "auth": {
+            "enabled": True,
+            "keys": [
+                {"id": "alice", "sha256": hash_key(ALICE), "max_concurrent": 2},
+                {"id": "bob", "sha256": hash_key(BOB), "rate_limit": "2/minute"},
+            ],
+        },
+        "rate_limit": {
+            "enabled": True,
+            "max_requests": 120,
+            "window_seconds": 60,
+            "storage": storage,
+        },
+        "upstream": {"first_token_timeout": 90},
+    }
+
+
 def test_tokens_ttft_upstream_and_limits_by_key(
     start_gateway: Any, fake: FakeOllama, redis_server: RedisServer
 ) -> None:
-    gw = start_gateway(
-        {
-            "ollama_api": [f"http://127.0.0.1:{free_port()}", fake.url],  # ollama-1 is down
-            "auth": {
-                "enabled": True,
-                "keys": [
-                    {"id": "alice", "sha256": hash_key(ALICE), "max_concurrent": 2},
-                    {"id": "bob", "sha256": hash_key(BOB), "rate_limit": "2/minute"},
-                ],
-            },
-            "rate_limit": {  # in Redis: exact across the two workers
-                "enabled": True,
-                "max_requests": 120,
-                "window_seconds": 60,
-                "storage": redis_server.url,
-            },
-            "upstream": {"first_token_timeout": 90},
-        },
-        workers=2,
-    )
+    # limits in Redis: exact across the two workers
+    gw = start_gateway(two_keys(fake.url, redis_server.url), workers=2)
 
     def chat(key: str, **extra: Any) -> requests.Response:
         return requests.post(

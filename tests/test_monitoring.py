@@ -20,9 +20,9 @@ import pytest
 import requests
 import yaml
 
-from qwengw.config import hash_key
-from tests.conftest import ROOT, Gateway, free_port
+from tests.conftest import ROOT, Gateway
 from tests.fakes.fake_ollama import FakeOllama
+from tests.test_metrics_e2e import ALICE, BOB, two_keys
 
 RULES = ROOT / "deploy/prometheus/qwengw-rules.yml"
 RULE_TESTS = sorted((ROOT / "tests/prometheus").glob("*.test.yml"))
@@ -96,8 +96,6 @@ def test_promql_reader() -> None:
 
 # ----------------------------------------------------------------------------- a real scrape
 
-ALICE, BOB = "alice-key", "bob-key"
-
 
 @pytest.fixture(scope="module")
 def scrape(
@@ -106,27 +104,14 @@ def scrape(
     """Sample name → label names, from a gateway that has seen every kind of traffic."""
     fake = fake_ollama
     fake.reset()
-    gw = Gateway(
-        {
-            "ollama_api": [f"http://127.0.0.1:{free_port()}", fake.url],  # ollama-1 is down
-            "auth": {
-                "enabled": True,
-                "keys": [
-                    {"id": "alice", "sha256": hash_key(ALICE), "max_concurrent": 4},
-                    {"id": "bob", "sha256": hash_key(BOB), "rate_limit": "1/minute"},
-                ],
-            },
-            "rate_limit": {"enabled": True},
-        },
-        tmp_path_factory.mktemp("gw"),
-    ).start()
+    gw = Gateway(two_keys(fake.url), tmp_path_factory.mktemp("gw")).start()
     try:
         url = gw.url + "/v1/chat/completions"
         body = {"model": "qwen3:32b", "messages": [{"role": "user", "content": "Hi"}]}
         alice = {"Authorization": f"Bearer {ALICE}"}
         assert requests.post(url, json=body, headers=alice, timeout=10).ok
         assert requests.post(url, json={**body, "stream": True}, headers=alice, timeout=10).ok
-        for _ in range(2):
+        for _ in range(3):  # the third is refused: 2 a minute
             requests.post(url, json=body, headers={"Authorization": f"Bearer {BOB}"}, timeout=10)
         assert requests.post(url, json=body, headers={"X-Api-Key": "no"}, timeout=10).status_code
         fake.behave(chunk_delay=0.1, repeat=10)
@@ -219,6 +204,7 @@ def test_alerts_have_a_runbook_in_operations_md() -> None:
         assert link.startswith("docs/operations.md#") and link.split("#")[1] in anchors, link
 
 
+@pytest.mark.integration
 def test_rules_ask_only_for_what_the_gateway_exports(scrape: dict[str, set[str]]) -> None:
     check_against_scrape({r["alert"]: r["expr"] for r in alert_rules()}, scrape)
 
@@ -303,6 +289,7 @@ def test_dashboard_queries_pass_promtool(promtool: str, tmp_path: Path) -> None:
     promtool_check(promtool, dashboard_exprs(dashboard()), tmp_path)
 
 
+@pytest.mark.integration
 def test_dashboard_asks_only_for_what_the_gateway_exports(scrape: dict[str, set[str]]) -> None:
     exprs = dashboard_exprs(dashboard())
     assert not any(metric_names(e) & NOT_FROM_THE_GATEWAY for e in exprs.values())
