@@ -134,7 +134,7 @@ def _gate() -> None:
         request_id=rid, client_ip=str(ip) if ip else None, method=request.method, path=request.path
     )
     g.qwengw = ctx = RequestCtx(record, time.perf_counter())
-    st.metrics.request_started()
+    st.metrics.request_started(request.path)
     endpoint = (request.endpoint or "").rsplit(".", 1)[-1]
     if endpoint in OPEN_ENDPOINTS:
         return

@@ -67,7 +67,7 @@ def _hash_key(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from .report import main_report
 
-    return main_report(args.audit_log, args.since, args.json)
+    return main_report(args.audit_log, args.since, args.json, html_path=args.html)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("audit_log")
     r.add_argument("--since", default="24h", help="window such as 24h, 7d, 30m (default 24h)")
     r.add_argument("--json", action="store_true", help="machine-readable output")
+    r.add_argument(
+        "--html",
+        metavar="OUT.html",
+        help="write one self-contained HTML page (charts, top refusals, slowest requests)",
+    )
     r.set_defaults(func=_report)
     return p
 

@@ -87,6 +87,7 @@ class RequestSettings:
 class AuditSettings:
     enabled: bool = True
     path: str = "-"
+    housekeeping: bool = False  # also log /health, /ready and /metrics (refusals always are)
 
 
 @dataclass(frozen=True)
@@ -429,10 +430,11 @@ def _request(ck: _Checker, raw: Any) -> RequestSettings:
 
 def _audit(ck: _Checker, raw: Any) -> AuditSettings:
     p = "audit"
-    d = ck.section(raw, p, {"enabled", "path"})
+    d = ck.section(raw, p, {"enabled", "path", "housekeeping"})
     return AuditSettings(
         enabled=ck.get(d, p, "enabled", bool, True),
         path=ck.get(d, p, "path", str, "-", lambda v: None if v else "must not be empty"),
+        housekeeping=ck.get(d, p, "housekeeping", bool, False),
     )
 
 

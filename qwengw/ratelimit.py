@@ -66,10 +66,15 @@ class Limiter:
     """Owns the storage and answers: may this caller start a request now?"""
 
     def __init__(
-        self, rl: RateLimitSettings, auth: AuthSettings, clock: Callable[[], float] = time.time
+        self,
+        rl: RateLimitSettings,
+        auth: AuthSettings,
+        clock: Callable[[], float] = time.time,
+        on_slot: Callable[[str, int], None] = lambda identity, delta: None,
     ) -> None:
         self.settings = rl
         self.clock = clock
+        self.on_slot = on_slot  # (identity, +1 | -1): the in-flight gauge per key
         self.storage = storage_from_string(
             rl.storage, wrap_exceptions=True, **_storage_options(rl.storage)
         )
@@ -169,9 +174,11 @@ class Limiter:
         except StorageError:
             self._storage_failed()
             return False
+        self.on_slot(identity, 1)
         return True
 
     def release(self, identity: str) -> None:
+        self.on_slot(identity, -1)
         key = _inflight_key(identity)
         try:
             if int(self._call(lambda: self.storage.incr(key, CONCURRENCY_TTL, -1))) < 0:  # type: ignore[call-overload]

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
+from .audit import is_housekeeping
+
 _SINCE = re.compile(r"(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>s|m|h|d|w)")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 TOP_CALLERS = 10
@@ -79,7 +81,7 @@ def percentile(values: list[float], p: float) -> float | None:
     return ordered[rank - 1]
 
 
-def _number(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
@@ -88,9 +90,12 @@ def _number(value: Any) -> float | None:
 def summarise(
     records: Iterable[dict[str, Any]], since: timedelta, now: datetime | None = None
 ) -> dict[str, Any]:
-    """Counts, errors by status and code, TTFT/duration percentiles, top callers."""
+    """Counts, errors by status and code, TTFT/duration percentiles, top callers.
+
+    Served ``/health``, ``/ready`` and ``/metrics`` requests (``audit.housekeeping``) are only
+    counted apart: they would swamp the totals and the error rate."""
     end = now or datetime.now(UTC)
-    total = cancelled = 0
+    total = cancelled = housekeeping = 0
     statuses: Counter[int] = Counter()
     errors: Counter[tuple[int, str]] = Counter()
     callers: Counter[str] = Counter()
@@ -100,6 +105,9 @@ def summarise(
     first: datetime | None = None
     last: datetime | None = None
     for rec in within(records, since, end):
+        if is_housekeeping(rec.get("path"), rec.get("status")):
+            housekeeping += 1
+            continue
         total += 1
         t = rec["_time"]
         first = t if first is None or t < first else first
@@ -114,23 +122,24 @@ def summarise(
                 caller_errors[caller] += 1
         if rec.get("cancelled") is True:
             cancelled += 1
-        if (v := _number(rec.get("ttft_ms"))) is not None:
+        if (v := as_number(rec.get("ttft_ms"))) is not None:
             ttft.append(v)
-        if (v := _number(rec.get("duration_ms"))) is not None:
+        if (v := as_number(rec.get("duration_ms"))) is not None:
             duration.append(v)
     n_errors = sum(c for s, c in statuses.items() if s >= 400)
     return {
         "window": {
-            "since": _fmt_td(since),
-            "start": _iso(end - since),
-            "end": _iso(end),
-            "first": _iso(first) if first else None,
-            "last": _iso(last) if last else None,
+            "since": fmt_duration(since),
+            "start": iso_utc(end - since),
+            "end": iso_utc(end),
+            "first": iso_utc(first) if first else None,
+            "last": iso_utc(last) if last else None,
         },
         "requests": total,
         "errors": n_errors,
         "error_rate": round(n_errors / total, 4) if total else 0.0,
         "cancelled": cancelled,
+        "housekeeping": housekeeping,
         "by_status": {str(s): c for s, c in sorted(statuses.items())},
         "errors_by_code": [
             {"status": s, "error_code": code, "count": c}
@@ -149,11 +158,11 @@ def summarise(
     }
 
 
-def _iso(t: datetime) -> str:
+def iso_utc(t: datetime) -> str:
     return t.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _fmt_td(td: timedelta) -> str:
+def fmt_duration(td: timedelta) -> str:
     s = int(td.total_seconds())
     for unit in ("w", "d", "h", "m"):
         if s and s % _UNIT_SECONDS[unit] == 0:
@@ -171,6 +180,10 @@ def render_text(summary: dict[str, Any]) -> str:
     out = [f"qwengw audit report: last {w['since']} ({w['start']} .. {w['end']})"]
     n = summary["requests"]
     out.append(f"requests    {n}")
+    if summary["housekeeping"]:
+        out.append(
+            f"            (and {summary['housekeeping']} /health, /ready, /metrics, not counted)"
+        )
     if not n:
         out.append("(no requests in this window)")
         return "\n".join(out) + "\n"
@@ -202,8 +215,10 @@ def main_report(
     as_json: bool,
     out: TextIO | None = None,
     now: datetime | None = None,
+    html_path: str | None = None,
 ) -> int:
-    """CLI edge: read the file (``-`` = stdin), print the report; 0 ok, 2 usage/IO error."""
+    """CLI edge: read the file (``-`` = stdin), print the report, or write it as one HTML page
+    to ``html_path``; 0 ok, 2 usage/IO error."""
     out = out or sys.stdout
     try:
         window = parse_since(since)
@@ -211,12 +226,17 @@ def main_report(
         print(f"qwengw report: {exc}", file=sys.stderr)
         return 2
     skipped: list[int] = []
+    summarise_with = summarise
+    if html_path is not None:
+        from .report_html import collect, render_html
+
+        summarise_with = collect
     try:
         if audit_log_path == "-":
-            summary = summarise(parse_lines(sys.stdin, skipped), window, now)
+            summary = summarise_with(parse_lines(sys.stdin, skipped), window, now)
         else:
             with open(audit_log_path, encoding="utf-8", errors="replace") as fh:
-                summary = summarise(parse_lines(fh, skipped), window, now)
+                summary = summarise_with(parse_lines(fh, skipped), window, now)
     except OSError as exc:
         print(f"qwengw report: cannot read {audit_log_path}: {exc.strerror}", file=sys.stderr)
         return 2
@@ -226,7 +246,16 @@ def main_report(
             f"(first at line {skipped[0]})",
             file=sys.stderr,
         )
-    if as_json:
+    if html_path is not None:
+        try:
+            # errors="replace": a lone surrogate from an old log line must not lose the page
+            with open(html_path, "w", encoding="utf-8", errors="replace") as page:
+                page.write(render_html(summary))
+        except OSError as exc:
+            print(f"qwengw report: cannot write {html_path}: {exc.strerror}", file=sys.stderr)
+            return 2
+        out.write(f"wrote {html_path}: {summary['requests']} requests, last {since}\n")
+    elif as_json:
         out.write(json.dumps(summary, indent=2) + "\n")
     else:
         out.write(render_text(summary))

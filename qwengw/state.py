@@ -28,17 +28,21 @@ class GatewayState:
     @classmethod
     def build(cls, settings: Settings) -> GatewayState:
         labels = [host_label(i) for i in range(len(settings.ollama_urls))]
-        metrics = build_metrics(settings.metrics.enabled, labels)
+        metrics = build_metrics(settings, labels)
         events = Events(
-            upstream_error=metrics.upstream_error, circuit_change=metrics.circuit_change
+            upstream_error=metrics.upstream_error,
+            circuit_change=metrics.circuit_change,
+            upstream_done=metrics.upstream_done,
+            upstream_probed=metrics.upstream_probed,
         )
         client = OllamaClient(settings.ollama_urls, settings.upstream, settings.models, events)
-        audit = AuditLog(settings.audit.path) if settings.audit.enabled else None
+        a = settings.audit
+        audit = AuditLog(a.path, a.housekeeping) if a.enabled else None
         return cls(
             settings,
             client,
             Keyring(settings.auth.keys),
-            Limiter(settings.rate_limit, settings.auth),
+            Limiter(settings.rate_limit, settings.auth, on_slot=metrics.slot_change),
             audit,
             metrics,
         )

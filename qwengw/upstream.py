@@ -148,6 +148,25 @@ class Events:
 
     upstream_error: Callable[[str, str], None] = lambda host, kind: None
     circuit_change: Callable[[str, str, str], None] = lambda host, old, new: None
+    # One exchange ended: (host, outcome from OUTCOMES, seconds from sending to the end).
+    upstream_done: Callable[[str, str, float], None] = lambda host, outcome, seconds: None
+    upstream_probed: Callable[[str, bool], None] = lambda host, reachable: None
+
+
+# The outcome of one exchange, from the failure kinds that upstream_error counts.
+OUTCOMES = {
+    "connect": "unreachable",
+    "first_token_timeout": "timeout",
+    "idle_timeout": "timeout",
+    "busy": "busy",
+    "http_4xx": "rejected",
+    "not_found": "rejected",
+    "http_5xx": "error",
+    "stream_broken": "error",
+    "stream_error": "error",
+    "stream_truncated": "error",
+    "bad_line": "error",
+}
 
 
 def _scrub(message: str, names: Mapping[str, str]) -> str:
@@ -161,13 +180,17 @@ def _scrub(message: str, names: Mapping[str, str]) -> str:
 class UpstreamStream:
     """An open streaming answer: iterate parsed NDJSON lines; ``close()`` frees Ollama."""
 
-    def __init__(self, client: OllamaClient, host: Host, resp: urllib3.BaseHTTPResponse) -> None:
+    def __init__(
+        self, client: OllamaClient, host: Host, resp: urllib3.BaseHTTPResponse, started: float
+    ) -> None:
         self.client = client
         self.host = host
         self.resp = resp
+        self.started = started
         self.closed = False
         self.completed = False
         self.aborted = False
+        self.failure: str | None = None  # the kind of the failure that ended the stream
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         buf = b""
@@ -206,6 +229,7 @@ class UpstreamStream:
         self, kind: str, message: str, error: type[GatewayError] = UpstreamError
     ) -> GatewayError:
         """A failure of Ollama's (not the client's): counted, and fed to the breaker."""
+        self.failure = kind
         self.client.events.upstream_error(self.host.label, kind)
         self.host.breaker.failure()
         return error(message)
@@ -254,6 +278,8 @@ class UpstreamStream:
             return
         self.closed = True
         self.host.inflight -= 1
+        outcome = "ok" if self.completed else OUTCOMES.get(self.failure or "", "cancelled")
+        self.client.done(self.host, outcome, self.started)
         if self.completed:
             self.resp.drain_conn()  # read the chunked trailer so the connection can be reused
         else:
@@ -294,6 +320,9 @@ class OllamaClient:
         log.warning("circuit for %s: %s → %s", label, old, new)
         self.events.circuit_change(label, old, new)
 
+    def done(self, host: Host, outcome: str, started: float) -> None:
+        self.events.upstream_done(host.label, outcome, time.monotonic() - started)
+
     def _pick(self, exclude: set[str]) -> Host:
         candidates = sorted(
             (h for h in self.hosts if h.url not in exclude), key=lambda h: h.inflight
@@ -316,8 +345,10 @@ class OllamaClient:
         read_timeout: float,
         request_id: str | None,
         public_model: str | None,
-    ) -> tuple[Host, urllib3.BaseHTTPResponse]:
-        """Send, retrying once on another host when the connection could not be made."""
+    ) -> tuple[Host, urllib3.BaseHTTPResponse, float]:
+        """Send, retrying once on another host when the connection could not be made.
+
+        Returns the host, its response and when the exchange started (for ``done``)."""
         tried: set[str] = set()
         headers = {"Content-Type": "application/json"}
         if request_id:
@@ -328,6 +359,7 @@ class OllamaClient:
             tried.add(host.url)
             timeout = urllib3.Timeout(connect=self.settings.connect_timeout, read=read_timeout)
             host.inflight += 1
+            started = time.monotonic()
             try:
                 resp = host.pool.urlopen(
                     method,
@@ -345,10 +377,12 @@ class OllamaClient:
                 is_read_timeout = isinstance(getattr(exc, "reason", exc), ReadTimeoutError)
                 if is_read_timeout:
                     self.events.upstream_error(host.label, "first_token_timeout")
+                    self.done(host, "timeout", started)
                     raise UpstreamTimeout(
                         "the model took too long to start answering; try again shortly"
                     ) from None
                 self.events.upstream_error(host.label, "connect")
+                self.done(host, "unreachable", started)
                 log.warning("cannot connect to %s: %s", host.label, type(exc).__name__)
                 if len(tried) < min(2, len(self.hosts)):
                     continue  # retried once, on another host: nothing was sent to the client
@@ -360,23 +394,28 @@ class OllamaClient:
                 host.inflight -= 1
                 host.breaker.failure()
                 self.events.upstream_error(host.label, "first_token_timeout")
+                self.done(host, "timeout", started)
                 raise UpstreamTimeout(
                     "the model took too long to start answering; try again shortly"
                 ) from None
             except BaseException:
                 host.inflight -= 1
+                self.done(host, "cancelled", started)  # the client left while we waited
                 raise
             if resp.status >= 400:
                 host.inflight -= 1
-                raise self._status_error(host, resp, public_model)
+                err, kind = self._status_error(host, resp, public_model)
+                self.done(host, OUTCOMES[kind], started)
+                raise err
             # Ollama answered: it is healthy again (a long first stream must not keep the
             # circuit half-open for everyone else until its last token).
             host.breaker.success()
-            return host, resp
+            return host, resp, started
 
     def _status_error(
         self, host: Host, resp: urllib3.BaseHTTPResponse, public_model: str | None
-    ) -> GatewayError:
+    ) -> tuple[GatewayError, str]:
+        """The error for the client, and the failure kind (a key of OUTCOMES)."""
         raw = resp.read(65536)
         resp.release_conn()
         try:
@@ -387,7 +426,7 @@ class OllamaClient:
         status = resp.status
         if status == 404:
             host.breaker.success()
-            return ModelNotFound(public_model or "unknown")
+            return ModelNotFound(public_model or "unknown"), "not_found"
         if status == 503:
             # Ollama's queue is full: load shedding, not ill health; the breaker is not fed.
             host.breaker.release()
@@ -396,11 +435,11 @@ class OllamaClient:
                 "the model server is busy; retry shortly",
                 code="upstream_busy",
                 headers={"Retry-After": "2"},
-            )
+            ), "busy"
         if status >= 500:
             host.breaker.failure()
             self.events.upstream_error(host.label, "http_5xx")
-            return UpstreamError(f"the model server failed: {message}")
+            return UpstreamError(f"the model server failed: {message}"), "http_5xx"
         host.breaker.success()
         self.events.upstream_error(host.label, "http_4xx")
         # Ollama's text names registry paths and files: the client gets a fixed message per
@@ -408,10 +447,11 @@ class OllamaClient:
         log.warning("%s answered %d: %s", host.label, status, message[:500])
         for marker, code, param, text in UPSTREAM_REFUSALS:
             if marker in message:
-                return InvalidRequest(text, param=param, code=code, status=400)
-        return InvalidRequest(
+                return InvalidRequest(text, param=param, code=code, status=400), "http_4xx"
+        err = InvalidRequest(
             "the model server rejected the request", code="upstream_rejected", status=status
         )
+        return err, "http_4xx"
 
     def stream_chat(
         self, payload: dict[str, Any], *, request_id: str | None, public_model: str
@@ -422,7 +462,7 @@ class OllamaClient:
         self, path: str, payload: dict[str, Any], *, request_id: str | None, public_model: str
     ) -> UpstreamStream:
         """POST ``payload`` to a streaming native endpoint (``/api/chat``, ``/api/generate``)."""
-        host, resp = self._request(
+        host, resp, started = self._request(
             "POST",
             path,
             payload,
@@ -434,7 +474,7 @@ class OllamaClient:
         sock = getattr(conn, "sock", None)
         if sock is not None:
             sock.settimeout(self.settings.idle_timeout)
-        return UpstreamStream(self, host, resp)
+        return UpstreamStream(self, host, resp, started)
 
     def call_json(
         self,
@@ -446,7 +486,7 @@ class OllamaClient:
         public_model: str | None = None,
         read_timeout: float | None = None,
     ) -> dict[str, Any]:
-        host, resp = self._request(
+        host, resp, started = self._request(
             method,
             path,
             body,
@@ -459,14 +499,17 @@ class OllamaClient:
         except (ValueError, HTTPError, OSError):
             resp.close()
             host.breaker.failure()
+            self.done(host, "error", started)
             raise UpstreamError("the model server sent a malformed answer") from None
         except BaseException:
             resp.close()  # interrupted (client gone): the connection must not be reused
+            self.done(host, "cancelled", started)
             raise
         finally:
             host.inflight -= 1
             resp.release_conn()
         host.breaker.success()
+        self.done(host, "ok", started)
         if not isinstance(data, dict):
             raise UpstreamError("the model server sent a malformed answer")
         return data
@@ -484,4 +527,5 @@ class OllamaClient:
             except (HTTPError, OSError, ValueError):
                 data = None
             out.append((host, data if isinstance(data, dict) else None))
+            self.events.upstream_probed(host.label, isinstance(data, dict))
         return out

@@ -14,13 +14,26 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-l
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v jq >/dev/null 2>&1 || need_apt+=(jq)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
-if [ ${#need_apt[@]} -gt 0 ]; then
-    echo "installing Debian packages: ${need_apt[*]}"
+# Tools the tests run, without their recommended extras: promtool (from the prometheus package)
+# checks and unit-tests the alert rules; headless chromium renders the HTML report.
+need_tools=()
+command -v promtool >/dev/null 2>&1 || need_tools+=(prometheus)
+command -v chromium >/dev/null 2>&1 || need_tools+=(chromium fonts-dejavu-core)
+if [ ${#need_apt[@]} -gt 0 ] || [ ${#need_tools[@]} -gt 0 ]; then
+    echo "installing Debian packages: ${need_apt[*]} ${need_tools[*]}"
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
-    # The tests run their own nginx and redis; the distro services are not needed.
+    if [ ${#need_apt[@]} -gt 0 ]; then
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    fi
+    if [ ${#need_tools[@]} -gt 0 ]; then
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${need_tools[@]}" >/dev/null
+    fi
+    # The tests run their own nginx and redis, and only promtool; the distro services are not
+    # needed.
     $SUDO service nginx stop >/dev/null 2>&1 || true
     $SUDO service redis-server stop >/dev/null 2>&1 || true
+    $SUDO service prometheus stop >/dev/null 2>&1 || true
 fi
 
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'

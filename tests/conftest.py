@@ -48,7 +48,7 @@ class Gateway:
         self.port = free_port()
         self.tmp = tmp
         self.audit_path = tmp / "audit.log"
-        config = {"audit": {"path": str(self.audit_path)}, **config}
+        config = {**config, "audit": {"path": str(self.audit_path), **config.get("audit", {})}}
         self.config_path = tmp / "qwengw.yaml"
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         self.log_path = tmp / "gunicorn.log"

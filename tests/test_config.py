@@ -153,3 +153,11 @@ def test_hash_key_cli() -> None:
     out = run_cli("hash-key", stdin="prod-key-2024-qwen3\n")
     assert out.returncode == 0 and out.stdout.strip() == hash_key("prod-key-2024-qwen3")
     assert len(out.stdout.strip()) == 64
+
+
+def test_audit_housekeeping_setting() -> None:
+    assert settings_from_dict({}).audit.housekeeping is False
+    assert settings_from_dict({"audit": {"housekeeping": True}}).audit.housekeeping is True
+    with pytest.raises(ConfigError) as e:
+        settings_from_dict({"audit": {"housekeeping": "yes"}})
+    assert e.value.problems == ["audit.housekeeping: expected true or false, got a string"]
