@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 import requests
@@ -166,3 +167,63 @@ def test_openai_sdk_over_tls_through_both_doors(stack: Any, fake: Any) -> None:
         )
     assert e.value.code == "context_length_exceeded"  # the gateway answered, not nginx's 413
     assert yaml.safe_load(Path(gw.config_path).read_text())["request"]["max_body_bytes"] == 2097152
+
+
+def _anthropic_via_nginx(edge: Any) -> anthropic.Anthropic:
+    httpx = importlib.import_module(
+        anthropic.DefaultHttpxClient.__mro__[1].__module__.split(".")[0]
+    )
+    ctx = ssl.create_default_context(cafile=edge.ca_pem)
+    transport = httpx.HTTPTransport(verify=ctx, local_address="127.0.0.5")
+    return anthropic.Anthropic(
+        base_url=edge.url(""),
+        api_key=KEY,
+        max_retries=0,
+        http_client=anthropic.DefaultHttpxClient(transport=transport),
+    )
+
+
+def test_every_dialect_streams_through_nginx(stack: Any, fake: Any) -> None:
+    """/v1/messages and /v1/responses take the same /v1/ location: paced, not buffered."""
+    gw, edge, _ = stack
+    fake.behave(chunk_delay=0.3)
+    client = _anthropic_via_nginx(edge)
+    stamps = []
+    with client.messages.stream(
+        model="qwen3:32b", max_tokens=64, messages=[{"role": "user", "content": "Hi"}]
+    ) as stream:
+        for _ in stream.text_stream:
+            stamps.append(time.monotonic())
+        final = stream.get_final_message()
+    assert final.content[0].text == "Hello from the fake Ollama!" and len(stamps) == 5
+    assert stamps[-1] - stamps[0] >= 4 * 0.3 * 0.75
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter()
+    adapter.init_poolmanager(1, 1, source_address=("127.0.0.5", 0))
+    session.mount("https://", adapter)
+    resp = session.post(
+        edge.url("/v1/responses"),
+        json={"model": "qwen3:32b", "input": "Hi", "stream": True},
+        headers={"Authorization": f"Bearer {KEY}"},
+        verify=edge.ca_pem,
+        stream=True,
+        timeout=15,
+    )
+    deltas = [
+        time.monotonic() for ln in resp.iter_lines() if ln == b"event: response.output_text.delta"
+    ]
+    assert len(deltas) == 5 and deltas[-1] - deltas[0] >= 4 * 0.3 * 0.75
+
+
+def test_nginx_error_pages_read_in_the_anthropic_sdk(stack: Any, fake: Any) -> None:
+    """nginx's own JSON errors are OpenAI-shaped; the Anthropic SDK still raises the right class
+    with nginx's message (docs/api.md says so)."""
+    gw, edge, _ = stack
+    client = _anthropic_via_nginx(edge)
+    huge = "x" * (3 * 1024 * 1024)  # above the shared 2m: nginx answers, not the gateway
+    with pytest.raises(anthropic.APIStatusError) as err:
+        client.messages.create(
+            model="qwen3:32b", max_tokens=9, messages=[{"role": "user", "content": huge}]
+        )
+    assert err.value.status_code == 413
+    assert "too large" in str(err.value).lower()
