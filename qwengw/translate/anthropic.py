@@ -28,8 +28,16 @@ from .chat_request import (
 )
 from .chat_response import check_line, random_id
 from .models import requested_model, resolve_model
-from .native import CHAT, DEFAULT_BOUNDS, Bounds, NativeCall, compact, json_args, line_parts
-from .tool_choice import forced_format
+from .native import (
+    CHAT,
+    DEFAULT_BOUNDS,
+    Bounds,
+    NativeCall,
+    chat_payload,
+    compact,
+    json_args,
+    line_parts,
+)
 
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 # Claude Code's first system block changes on every request (`cch=`): kept, it would defeat
@@ -281,27 +289,18 @@ def messages_request(
     tools = _tools(body)
     choice, single = _tool_choice(body)
     tools, policy = tool_selection(tools, choice, "tool_choice", single=single)
-    payload: dict[str, Any] = {
-        "model": resolve_model(model, models),
-        "messages": messages,
-        "stream": True,
-    }
-    if tools:
-        payload["tools"] = tools
     config = f.opt_obj(body, "output_config") or {}
-    out_format = f.opt_obj(config, "format", "output_config")
-    fmt = None
-    if out_format is not None:
-        fmt = json_format(out_format.get("type"), out_format.get("schema"), "output_config.format")
-    if policy is not None and policy.forced:
-        fmt = forced_format(tools, policy.forced)
-    if fmt is not None:
-        payload["format"] = fmt
-    think = _think(body)
-    if think is not None:
-        payload["think"] = think
-    if options:
-        payload["options"] = options
+    out_format = f.opt_obj(config, "format", "output_config") or {}
+    fmt = json_format(out_format.get("type"), out_format.get("schema"), "output_config.format")
+    payload = chat_payload(
+        resolve_model(model, models),
+        messages,
+        tools=tools,
+        policy=policy,
+        fmt=fmt,
+        think=_think(body),
+        options=options,
+    )
     metadata = f.opt_obj(body, "metadata") or {}
     user = f.opt_text(metadata, "user_id", "metadata")
     call = NativeCall(

@@ -17,8 +17,8 @@ from typing import Any
 from ..errors import InvalidRequest
 from . import fields as f
 from .models import requested_model, resolve_model
-from .native import CHAT, DEFAULT_BOUNDS, Bounds, NativeCall
-from .tool_choice import ToolPolicy, forced_format
+from .native import CHAT, DEFAULT_BOUNDS, Bounds, NativeCall, chat_payload
+from .tool_choice import ToolPolicy
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 # What `reasoning_effort` means natively (Ollama's own table, openai/openai.go).
@@ -311,14 +311,21 @@ def _refuse_unsupported(body: Mapping[str, Any]) -> None:
         )
 
 
-def sampling_options(body: Mapping[str, Any], bounds: Bounds) -> dict[str, Any]:
+def sampling_options(
+    body: Mapping[str, Any],
+    bounds: Bounds,
+    sampling: tuple[tuple[str, float, float], ...] = SAMPLING,
+    max_fields: tuple[str, ...] = ("max_completion_tokens", "max_tokens"),
+) -> dict[str, Any]:
+    """Ollama ``options`` from the OpenAI-style fields that are set: the first of
+    ``max_fields`` present, the ``sampling`` numbers (range-checked), seed, top_k, stop."""
     options: dict[str, Any] = {}
-    max_tokens = f.opt_int(body, "max_completion_tokens", 1)
-    if max_tokens is None:
-        max_tokens = f.opt_int(body, "max_tokens", 1)
-    if max_tokens is not None:
-        options["num_predict"] = max_tokens
-    for name, lo, hi in SAMPLING:
+    for name in max_fields:
+        max_tokens = f.opt_int(body, name, 1)
+        if max_tokens is not None:
+            options["num_predict"] = max_tokens
+            break
+    for name, lo, hi in sampling:
         value = f.opt_number(body, name, lo, hi)
         if value is not None:
             options[name] = value
@@ -355,22 +362,14 @@ def chat_request_to_ollama(
     tools, policy = tool_selection(
         tools, choice, "function_call" if legacy else "tool_choice", single=single or legacy
     )
-    payload: dict[str, Any] = {
-        "model": resolve_model(model, models),
-        "messages": messages,
-        "stream": True,  # always stream upstream: one code path, and per-line timeouts work
-    }
-    if tools:
-        payload["tools"] = tools
-    fmt = _format(body)
-    if policy is not None and policy.forced:
-        fmt = forced_format(tools, policy.forced)  # the call is the answer: see tool_choice.py
-    if fmt is not None:
-        payload["format"] = fmt
-    think = think_from(body)
-    if think is not None:
-        payload["think"] = think
-    if options:
-        payload["options"] = options
+    payload = chat_payload(
+        resolve_model(model, models),
+        messages,
+        tools=tools,
+        policy=policy,
+        fmt=_format(body),
+        think=think_from(body),
+        options=options,
+    )
     call = NativeCall(CHAT, payload, model, stream, policy, user=end_user(body))
     return ChatRequest(call, include_usage, legacy)

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from ..errors import GatewayError, InvalidRequest, UpstreamError
 from . import fields as f
-from .chat_request import SAMPLING, end_user
+from .chat_request import SAMPLING, end_user, sampling_options
 from .chat_response import check_line, usage_from
 from .models import requested_model, resolve_model
 from .native import DEFAULT_BOUNDS, GENERATE, Bounds, NativeCall, line_parts
@@ -61,20 +61,8 @@ def completion_request(
         raise InvalidRequest("'logit_bias' is not supported by this server", param="logit_bias")
     suffix = f.opt_text(body, "suffix")
     stream_options = f.opt_obj(body, "stream_options") or {}
-    options: dict[str, Any] = {}
-    max_tokens = f.opt_int(body, "max_tokens", 1)
-    if max_tokens is not None:
-        options["num_predict"] = max_tokens
-    for name, lo, hi in SAMPLING[:4]:  # temperature, top_p, frequency/presence penalties
-        value = f.opt_number(body, name, lo, hi)
-        if value is not None:
-            options[name] = value
-    seed = f.opt_int(body, "seed", *f.INT64)
-    if seed is not None:
-        options["seed"] = seed
-    stop = f.stop_list(body.get("stop"), "stop", bounds.max_stop)
-    if stop:
-        options["stop"] = stop
+    # temperature, top_p, frequency/presence penalties; seed, stop (top_k too, harmlessly)
+    options = sampling_options(body, bounds, SAMPLING[:4], ("max_tokens",))
     payload: dict[str, Any] = {
         "model": resolve_model(model, models),
         "prompt": prompt,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
 from ..errors import GatewayError, InvalidRequest
-from .tool_choice import ToolPolicy
+from .tool_choice import ToolPolicy, forced_format
 
 CHAT, GENERATE = "/api/chat", "/api/generate"
 
@@ -43,6 +43,32 @@ class Streamer(Protocol):
     def start(self) -> Iterator[dict[str, Any]]: ...  # events before the first native line
     def feed(self, line: Mapping[str, Any]) -> Iterator[dict[str, Any]]: ...
     def fail(self, err: GatewayError) -> Iterator[dict[str, Any]]: ...
+
+
+def chat_payload(
+    model: str,
+    messages: list[dict[str, Any]],
+    *,
+    tools: list[dict[str, Any]],
+    policy: ToolPolicy | None,
+    fmt: str | dict[str, Any] | None,
+    think: bool | str | None,
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """The ``/api/chat`` payload every chat-like dialect sends (always streamed from Ollama:
+    one code path, and per-line timeouts work). Only what the client set is sent."""
+    payload: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
+    if tools:
+        payload["tools"] = tools
+    if policy is not None and policy.forced:
+        fmt = forced_format(tools, policy.forced)  # the call is the answer: see tool_choice.py
+    if fmt is not None:
+        payload["format"] = fmt
+    if think is not None:
+        payload["think"] = think
+    if options:
+        payload["options"] = options
+    return payload
 
 
 def _chars(value: Any) -> int:

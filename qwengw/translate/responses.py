@@ -34,8 +34,16 @@ from .chat_request import (
 )
 from .chat_response import check_line, new_call_id
 from .models import requested_model, resolve_model
-from .native import CHAT, DEFAULT_BOUNDS, Bounds, NativeCall, compact, json_args, line_parts
-from .tool_choice import forced_format
+from .native import (
+    CHAT,
+    DEFAULT_BOUNDS,
+    Bounds,
+    NativeCall,
+    chat_payload,
+    compact,
+    json_args,
+    line_parts,
+)
 
 STATEFUL = (
     ("previous_response_id", "previous_response_not_found"),
@@ -251,26 +259,19 @@ def responses_request(
     choice = body.get("tool_choice")
     parallel = f.opt_bool(body, "parallel_tool_calls")
     tools, policy = tool_selection(tools, choice, "tool_choice", single=parallel is False)
-    payload: dict[str, Any] = {
-        "model": resolve_model(model, models),
-        "messages": messages,
-        "stream": True,
-    }
-    if tools:
-        payload["tools"] = tools
     text = f.opt_obj(body, "text") or {}
     fmt_spec = f.opt_obj(text, "format", "text") or {}
-    fmt = json_format(fmt_spec.get("type"), fmt_spec.get("schema"), "text.format")
-    if policy is not None and policy.forced:
-        fmt = forced_format(tools, policy.forced)
-    if fmt is not None:
-        payload["format"] = fmt
     reasoning = f.opt_obj(body, "reasoning") or {}
     effort = f.opt_choice(reasoning, "effort", list(EFFORT_TO_THINK), "reasoning")
-    if effort is not None:
-        payload["think"] = EFFORT_TO_THINK[effort]
-    if options:
-        payload["options"] = options
+    payload = chat_payload(
+        resolve_model(model, models),
+        messages,
+        tools=tools,
+        policy=policy,
+        fmt=json_format(fmt_spec.get("type"), fmt_spec.get("schema"), "text.format"),
+        think=None if effort is None else EFFORT_TO_THINK[effort],
+        options=options,
+    )
     metadata = f.opt_obj(body, "metadata") or {}
     user = end_user(body) or end_user(body, "safety_identifier")
     call = NativeCall(
