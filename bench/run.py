@@ -101,17 +101,64 @@ def gateway_config(tmp: Path, ollama_port: int, storage: str) -> dict[str, Any]:
     }
 
 
+# "What each control costs": the gateway with every control off, then with one control on.
+CONTROLS_OFF: dict[str, Any] = {
+    "auth": {"enabled": False},
+    "whitelist": {"enabled": False},
+    "rate_limit": {"enabled": False, "max_concurrent": None},
+    "audit": {"enabled": False},
+    "metrics": {"enabled": False},
+}
+CONTROL_VARIANTS: dict[str, dict[str, Any]] = {
+    "every control off": {},
+    "API keys (16 hashed keys)": {"auth": None},
+    "allowlist behind a trusted proxy": {"whitelist": None},
+    "rate limit (moving window)": {"rate_limit": {"max_concurrent": None}},
+    "concurrency cap per key": {"rate_limit": {"enabled": False}},
+    "audit log": {"audit": None},
+    "metrics (multiprocess)": {"metrics": None},
+    "every control on": {k: None for k in CONTROLS_OFF},
+}
+
+
+def variant_config(base: dict[str, Any], keep: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with every control off except those in ``keep`` (None: as in base; a dict:
+    base's section updated with it)."""
+    cfg = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    for section, off in CONTROLS_OFF.items():
+        if section in keep:
+            cfg[section].update(keep[section] or {})
+        else:
+            cfg[section].update(off)
+    return cfg
+
+
 @dataclass
 class Stack:
     tmp: Path
     storage: str
+    keep: dict[str, Any] | None = None  # a control variant; None: every control on
+    with_floor: bool = True
     fake_port: int = field(default_factory=free_port)
     gw_port: int = field(default_factory=free_port)
     floor_port: int = field(default_factory=free_port)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     gunicorn: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> Stack:
+    def start(self, shared_fake: int | None = None) -> Stack:
+        """Start the fake Ollama (or use ``shared_fake``, another stack's), the gateway, and
+        the floor app."""
+        if shared_fake is not None:
+            self.fake_port = shared_fake
+        else:
+            self._start_fake()
+        self._start_gateway()
+        if self.with_floor:
+            self._start_floor()
+        self._wait_workers()
+        return self
+
+    def _start_fake(self) -> None:
         fake = subprocess.Popen(
             [
                 sys.executable,
@@ -130,8 +177,13 @@ class Stack:
         )
         self.procs.append(fake)
         wait_port(self.fake_port)
+
+    def _start_gateway(self) -> None:
         cfg = self.tmp / "qwengw.yaml"
-        cfg.write_text(yaml.safe_dump(gateway_config(self.tmp, self.fake_port, self.storage)))
+        config = gateway_config(self.tmp, self.fake_port, self.storage)
+        if self.keep is not None:
+            config = variant_config(config, self.keep)
+        cfg.write_text(yaml.safe_dump(config))
         (self.tmp / "metrics").mkdir(exist_ok=True)
         env = {
             **os.environ,
@@ -149,6 +201,9 @@ class Stack:
             stderr=subprocess.STDOUT,
         )
         self.procs.append(self.gunicorn)
+        wait_port(self.gw_port)
+
+    def _start_floor(self) -> None:
         floor_env = {**os.environ, "FAKE_OLLAMA": f"http://127.0.0.1:{self.fake_port}"}
         self.procs.append(
             subprocess.Popen(
@@ -173,12 +228,12 @@ class Stack:
                 stderr=subprocess.STDOUT,
             )
         )
-        wait_port(self.gw_port)
         wait_port(self.floor_port)
+
+    def _wait_workers(self) -> None:
         deadline = time.monotonic() + 20
         while len(self.workers()) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
-        return self
 
     def workers(self) -> list[int]:
         assert self.gunicorn is not None
@@ -606,7 +661,70 @@ def run_mode(storage: str, tmp: Path, args: argparse.Namespace) -> dict[str, Any
         res["audit_lines"] = lines
     finally:
         stack.stop()
+    if args.controls:
+        res["controls"] = controls(tmp, storage, args.requests // 2)
     return res
+
+
+def controls(tmp: Path, storage: str, n: int) -> dict[str, dict[str, float]]:
+    """Added p50/p99 (gateway − direct) with only one control on at a time: every variant runs
+    at once, and their requests are interleaved with direct ones, so that all see one machine."""
+    variants = {
+        name: keep
+        for name, keep in CONTROL_VARIANTS.items()
+        # Redis only changes the controls that keep state in the storage.
+        if not storage.startswith("redis") or "rate_limit" in keep
+    }
+    stacks: dict[str, Stack] = {}
+    try:
+        for i, (name, keep) in enumerate(variants.items()):
+            work = tmp / f"control{i}"
+            work.mkdir()
+            shared = next(iter(stacks.values())).fake_port if stacks else None
+            stacks[name] = Stack(work, storage, keep=keep, with_floor=False).start(shared)
+        print(f"[{storage.split(':')[0]}] controls ...", file=sys.stderr, flush=True)
+        fake_port = next(iter(stacks.values())).fake_port
+        paths = {"direct": (Conn(fake_port), direct_request(False, "fast"))}
+        for name, stack in stacks.items():
+            paths[name] = (Conn(stack.gw_port), gateway_request(False, "fast"))
+        times: dict[str, list[float]] = {name: [] for name in paths}
+        for i in range(n + 200):
+            names = list(paths) if i % 2 else list(reversed(paths))
+            for name in names:
+                conn, make = paths[name]
+                raw = make()
+                t = time.perf_counter()
+                if conn.request(raw) != 200:
+                    raise RuntimeError(f"control variant {name!r}: not 200")
+                if i >= 200:
+                    times[name].append((time.perf_counter() - t) * 1000)
+        for conn, _ in paths.values():
+            conn.close()
+    finally:
+        for stack in stacks.values():
+            stack.stop()
+    d50, d99 = pct(times["direct"], 50), pct(times["direct"], 99)
+    return {
+        name: {"p50": pct(v, 50) - d50, "p99": pct(v, 99) - d99}
+        for name, v in times.items()
+        if name != "direct"
+    }
+
+
+def controls_table(res: dict[str, Any]) -> list[str]:
+    rows = [
+        "| gateway with only this control on | added p50 (ms) | added p99 (ms) | p50 vs all off |",
+        "|---|---|---|---|",
+    ]
+    base = res.get("every control off", {}).get("p50")
+    for name, added in res.items():
+        vs = (
+            ""
+            if base is None or name == "every control off"
+            else f"{(added['p50'] - base) * 1000:+.0f} µs"
+        )
+        rows.append(f"| {name} | {f1(added['p50'])} | {f1(added['p99'])} | {vs} |")
+    return rows
 
 
 def machine() -> dict[str, str]:
@@ -774,6 +892,16 @@ def render_doc(
                 + floor_table(res)
                 + [""]
             )
+        if "controls" in res:
+            out += (
+                [
+                    "What each control costs: the gateway started with every control off, then "
+                    "with one control on at a time (each run interleaved with direct requests):",
+                    "",
+                ]
+                + controls_table(res["controls"])
+                + [""]
+            )
         if "dialects" in res:
             out += (
                 [
@@ -837,6 +965,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
             + [""]
             + (floor_table(res) if "floor" in res else [])
             + ([""] + dialect_table(res) if "dialects" in res else [])
+            + ([""] + controls_table(res["controls"]) if "controls" in res else [])
         ):
             print(row)
         if "profile" in res:
@@ -848,6 +977,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--redis", action="store_true", help="also run with limits in Redis")
     ap.add_argument("--profile", action="store_true", help="py-spy the workers (needs py-spy)")
+    ap.add_argument(
+        "--controls", action="store_true", help="also measure each control alone (+1 min)"
+    )
     ap.add_argument("--requests", type=int, default=3000, help="sequential requests per path")
     ap.add_argument("--seconds", type=float, default=2.0, help="per throughput run (4 per level)")
     ap.add_argument("--no-write", action="store_true", help="do not write docs/benchmarks.md")
@@ -895,6 +1027,7 @@ def main(argv: list[str] | None = None) -> int:
             "python -m bench.run"
             + (" --redis" if args.redis else "")
             + (" --profile" if args.profile else "")
+            + (" --controls" if args.controls else "")
         )
         notes_path = Path(args.notes) if args.notes else Path(__file__).with_name("notes.md")
         notes = notes_path.read_text() if notes_path.exists() else ""
