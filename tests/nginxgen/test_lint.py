@@ -101,8 +101,8 @@ def test_rule_fires_on_minimal_bad_config(rule_id):
 
 def test_every_rule_is_documented():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "nginx.md").read_text()
-    for rule_id, (name, _fn) in RULES.items():
-        assert f"{rule_id}" in doc and name in doc, rule_id
+    for rule_id, rule in RULES.items():
+        assert f"{rule_id}" in doc and rule.name in doc, rule_id
 
 
 def test_suppression_comment(tmp_path: Path):

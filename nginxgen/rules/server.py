@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .lint import (
+from ..tree import (
     Ctx,
     Finding,
     Node,
@@ -13,10 +13,10 @@ from .lint import (
     finding,
     is_default_listen,
     own,
-    rule,
     scope,
     setting,
 )
+from . import rule
 
 # Directives nginx 1.22 rejects with '"X" directive is duplicate' when set twice in one block
 # (each checked with nginx -t). Not here: array directives (add_header, proxy_set_header,

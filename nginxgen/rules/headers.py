@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from .lint import Ctx, Finding, dropped, effective, finding, own, rule, scope, seconds
+from ..tree import Ctx, Finding, dropped, effective, finding, own, scope, seconds
+from . import rule
 
 SECURITY_HEADERS = {
     "strict-transport-security",

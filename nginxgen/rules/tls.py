@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .lint import (
+from ..model import version_text
+from ..tree import (
     Ctx,
     Finding,
     Node,
@@ -12,11 +13,10 @@ from .lint import (
     finding,
     is_tls_server,
     own,
-    rule,
     scope,
     setting,
 )
-from .model import version_text
+from . import rule
 
 # Chosen from the socket's default server before the SNI name is known, so a non-default
 # server's own value never applies (checked on nginx 1.22.1 / OpenSSL 3.0: a TLSv1.3-only
