@@ -213,14 +213,29 @@ class _Reader:
         )
 
 
+def _misfits(stmts: list[Stmt], ctx: tuple[str, ...]) -> int:
+    """How many directives in the tree nginx would refuse if it were read in `ctx`."""
+    count = 0
+    for s in stmts:
+        name = s["directive"]
+        if name == "#" or not directives.known(name):
+            continue
+        count += directives.allowed(name, ctx) is False
+        if "block" in s and name not in directives.DATA_BLOCKS:
+            count += _misfits(s["block"], enter_block_ctx(s, ctx))
+    return count
+
+
 def detect_context(stmts: list[Stmt]) -> str:
-    """The context whose table allows the most top-level directives of the file."""
+    """The context whose table allows the most top-level directives of the file; on a tie,
+    the one that fits the nested blocks best (a bare ``if`` with ``add_header`` inside is a
+    location snippet), then the most common place for such files."""
     names = [s["directive"] for s in stmts if s["directive"] != "#"]
-
-    def fits(ctx: str) -> int:
-        return sum(directives.allowed(n, CONTEXTS[ctx]) is True for n in names)
-
-    return max(PREFERENCE, key=lambda ctx: (fits(ctx), -PREFERENCE.index(ctx)))
+    fits = {c: sum(directives.allowed(n, CONTEXTS[c]) is True for n in names) for c in PREFERENCE}
+    best = [c for c in PREFERENCE if fits[c] == max(fits.values())]
+    if len(best) == 1:
+        return best[0]
+    return min(best, key=lambda c: (_misfits(stmts, CONTEXTS[c]), PREFERENCE.index(c)))
 
 
 def _comments(stmts: list[Stmt]) -> list[str]:

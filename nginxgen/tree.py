@@ -259,7 +259,7 @@ class ProxyTarget(NamedTuple):
 
 
 # A variable reference in an argument: $name or ${name} (the name without $).
-VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
+VARIABLE = re.compile(r"\$\{?([A-Za-z0-9_]+)")
 
 _SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*)://(.*)$", re.I)
 
