@@ -29,6 +29,9 @@ ENV = "QWENGW_GIXY"
 VENV = "/opt/gixy-venv/bin/gixy"  # where scripts/test.sh and docs/nginx.md install it
 WRAPPER = "nginxgen-lint-wrapper.conf"
 SEVERITY = {"HIGH": "error", "MEDIUM": "warning", "LOW": "info"}
+# Checks whose gixy severity overstates them for nginxgen's readers: performance advice,
+# not a fault (Debian's stock site would otherwise get a warning for try_files).
+CALIBRATED = {"try_files_is_evil_too": "info"}
 TIMEOUT = 120
 
 _WRAPPERS = {
@@ -39,7 +42,7 @@ _WRAPPERS = {
 }
 
 
-def _runnable(path: str | None) -> bool:
+def runnable(path: str | None) -> bool:
     return bool(path) and os.path.isfile(str(path)) and os.access(str(path), os.X_OK)
 
 
@@ -47,7 +50,7 @@ def find(option: str | None = None, environ: Mapping[str, str] = os.environ) -> 
     """The gixy executable: --gixy, then $QWENGW_GIXY, then gixy on PATH, then the venv
     our install docs use."""
     for candidate in (option, environ.get(ENV), shutil.which("gixy"), VENV):
-        if _runnable(candidate):
+        if runnable(candidate):
             return candidate
     return None
 
@@ -90,7 +93,8 @@ def findings(
         out.append(
             Finding(
                 f"GX:{entry['plugin']}",
-                SEVERITY.get(str(entry.get("severity")).upper(), "info"),
+                CALIBRATED.get(entry["plugin"])
+                or SEVERITY.get(str(entry.get("severity")).upper(), "info"),
                 display.get(name, name),
                 int(entry["line"]) - starts[name] + 1,
                 f"{summary}: {reason}" if reason else summary,
@@ -125,7 +129,7 @@ def run(binary: str, loaded: Loaded) -> tuple[list[Finding], str]:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return [], f"gixy-ng ({binary}) failed (exit {proc.returncode}): {last}"
     found = findings(report, starts, display)
-    return found, f"gixy-ng ({binary}) ran: {len(found)} finding(s)"
+    return found, f"gixy-ng ({binary}) ran: {len(found)} finding(s) in these files"
 
 
 def merge(native: list[Finding], external: list[Finding], rules: Iterable[Rule]) -> list[Finding]:

@@ -63,6 +63,9 @@ def lint(
         return Report(findings, loaded.context)
     external, note = _gixy.run(gixy, loaded)
     merged = _gixy.merge(findings, external, RULES.values())
+    if external:
+        added = len(merged) - len(findings)
+        note += f", {added} added (the others repeat or are decided by nginxgen's rules)"
     return Report(merged, loaded.context, note)
 
 

@@ -231,11 +231,14 @@ def detect_context(stmts: list[Stmt]) -> str:
     the one that fits the nested blocks best (a bare ``if`` with ``add_header`` inside is a
     location snippet), then the most common place for such files."""
     names = [s["directive"] for s in stmts if s["directive"] != "#"]
-    fits = {c: sum(directives.allowed(n, CONTEXTS[c]) is True for n in names) for c in PREFERENCE}
-    best = [c for c in PREFERENCE if fits[c] == max(fits.values())]
+    # Most directives a location body uses are also allowed in server; a file that holds
+    # location blocks is a server snippet, one without them is more often a location body.
+    order = PREFERENCE if "location" in names else ("http", "location", "server", "main")
+    fits = {c: sum(directives.allowed(n, CONTEXTS[c]) is True for n in names) for c in order}
+    best = [c for c in order if fits[c] == max(fits.values())]
     if len(best) == 1:
         return best[0]
-    return min(best, key=lambda c: (_misfits(stmts, CONTEXTS[c]), PREFERENCE.index(c)))
+    return min(best, key=lambda c: (_misfits(stmts, CONTEXTS[c]), order.index(c)))
 
 
 def _comments(stmts: list[Stmt]) -> list[str]:

@@ -20,10 +20,13 @@ SECURITY_HEADERS = {
 }
 
 
-@rule("NG01", "add-header-inheritance")
+@rule("NG01", "add-header-inheritance", replaces=("add_header_redefinition",))
 def add_header_inheritance(ctx: Ctx) -> Iterator[Finding]:
+    merge = ctx.nginx_version >= (1, 29, 3)  # add_header_inherit merge keeps the outer ones
     for node in ctx.nodes:
         if node.name not in ("server", "location", "if") or "block" not in node.stmt:
+            continue
+        if merge and setting(scope(node), "add_header_inherit", ctx.root) == "merge":
             continue
         lost = dropped(node, "add_header", ctx.root)
         if not lost:

@@ -177,7 +177,8 @@ def allow_without_deny(ctx: Ctx) -> Iterator[Finding]:
 @rule("NG41", "return-bypasses-allow-deny", gixy=("return_bypasses_allow_deny",))
 def return_bypasses_allow_deny(ctx: Ctx) -> Iterator[Finding]:
     for node in _access_blocks(ctx):
-        if not (own(node.stmt, "allow") or own(node.stmt, "deny")):
+        rules = [s for s in node.stmt["block"] if s["directive"] in ("allow", "deny")]
+        if not rules:
             continue
         returns = own(node.stmt, "return") + [
             r for i in own(node.stmt, "if") for r in own(i, "return")
@@ -186,8 +187,8 @@ def return_bypasses_allow_deny(ctx: Ctx) -> Iterator[Finding]:
             yield finding(
                 "NG41",
                 "warning",
-                Node(returns[0], scope(node)),
-                "return in a block with allow/deny answers before the access rules run",
+                Node(rules[0], scope(node)),
+                f"return (line {returns[0].get('line')}) answers before these access rules run",
                 "return belongs to the rewrite phase, which runs before the access phase: "
                 "every client gets this answer, denied or not",
                 "move the return into a nested location, or use try_files/proxy_pass here",

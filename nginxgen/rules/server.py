@@ -156,7 +156,7 @@ def regex_shadows_prefix(ctx: Ctx) -> Iterator[Finding]:
             )
 
 
-@rule("NG20", "server-tokens")
+@rule("NG20", "server-tokens", replaces=("version_disclosure",))
 def server_tokens(ctx: Ctx) -> Iterator[Finding]:
     for node in ctx.servers():
         if setting(scope(node), "server_tokens", ctx.root) != "off":

@@ -221,7 +221,7 @@ def version_gate(ctx: Ctx) -> Iterator[Finding]:
             )
 
 
-@rule("NG26", "ocsp-stapling")
+@rule("NG26", "ocsp-stapling", gixy=("ssl_stapling_without_resolver",))
 def stapling(ctx: Ctx) -> Iterator[Finding]:
     for node in ctx.tls_servers():
         sc = scope(node)
