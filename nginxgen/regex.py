@@ -188,6 +188,7 @@ class Group:
     starts_slash: bool  # always starts with '/'
 
 
+@lru_cache(maxsize=4096)
 def groups(pattern: str, icase: bool = False) -> dict[str, Group]:
     """Capture groups by number and by name ('1', 'path')."""
     tree = parse(pattern, icase)
@@ -231,7 +232,8 @@ def _walk_groups(items: Items, prev: frozenset[str], icase: bool, out: dict[int,
 # ---------------------------------------------------------------- examples
 
 
-def examples(pattern: str, icase: bool = False, fills: tuple[str, ...] = ()) -> list[str]:
+@lru_cache(maxsize=4096)
+def examples(pattern: str, icase: bool = False, fills: tuple[str, ...] = ()) -> tuple[str, ...]:
     """Strings built to match `pattern` (not guaranteed: callers re-check with search()).
 
     Each is the plain reading of the regex (letters for classes, '.' for '.', the shortest
@@ -239,8 +241,8 @@ def examples(pattern: str, icase: bool = False, fills: tuple[str, ...] = ()) -> 
     characters allow it: enough to ask "can this regex accept evil.test?"."""
     tree = parse(pattern, icase)
     if tree is None:
-        return []
-    return list(dict.fromkeys(s for s, _ in islice(_gen(tree.data, icase, fills), LIMIT)))
+        return ()
+    return tuple(dict.fromkeys(s for s, _ in islice(_gen(tree.data, icase, fills), LIMIT)))
 
 
 def _gen(items: Items, icase: bool, fills: tuple[str, ...]) -> list[tuple[str, bool]]:
@@ -277,6 +279,7 @@ def _gen_one(op: object, av: object, icase: bool, fills: tuple[str, ...]) -> lis
     return [("", False)]  # anchors, lookarounds, back-references
 
 
+@lru_cache(maxsize=4096)
 def shares_prefix(pattern: str, icase: bool, prefix: str) -> bool:
     """Whether some URI starting with `prefix` matches `pattern` (search semantics, as
     nginx's location regexes). Unreadable regexes count as matching."""
@@ -299,6 +302,7 @@ def _unbounded(op: object, av: object) -> bool:
     return op in _REPEATS and (av[1] is C.MAXREPEAT or av[1] > 16)  # type: ignore[index,operator]
 
 
+@lru_cache(maxsize=4096)
 def redos(pattern: str, icase: bool = False) -> str | None:
     """Why a backtracking engine can take exponential (or heavy polynomial) time on this
     regex, or None. Looks for loops whose iterations can split the same input in several

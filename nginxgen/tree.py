@@ -95,7 +95,7 @@ class Ctx:
 
     def __post_init__(self) -> None:
         self.nodes = list(walk(self.top, []))
-        self.root = [*self.env, *self.top]  # the http level as nginx merges it
+        self.root = Level([*self.env, *self.top])  # the http level as nginx merges it
         self._env_nodes: list[Node] | None = None
         self._by_name: dict[str, list[Node]] = {}
         for n in self.nodes:
@@ -157,7 +157,20 @@ class Ctx:
 # ---------------------------------------------------------------- tree helpers
 
 
+class Level(list[Stmt]):
+    """The http level, indexed by directive name: rules look names up in it for every server
+    and location, and a file with thousands of servers makes a linear scan the bottleneck."""
+
+    def __init__(self, stmts: list[Stmt]) -> None:
+        super().__init__(stmts)
+        self.by_name: dict[str, list[Stmt]] = {}
+        for s in stmts:
+            self.by_name.setdefault(s["directive"], []).append(s)
+
+
 def own(block: Stmt | list[Stmt], name: str) -> list[Stmt]:
+    if isinstance(block, Level):
+        return block.by_name.get(name, [])
     stmts = block.get("block", []) if isinstance(block, dict) else block
     return [s for s in stmts if s["directive"] == name]
 

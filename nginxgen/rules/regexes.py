@@ -69,7 +69,7 @@ def origin_weakness(pattern: str, icase: bool, header: str) -> str | None:
     if bad:
         return f"it accepts a malformed value such as '{bad[0]}'"
     trusted = {_registrable(h) for h in hosts if h}
-    attacks = regex.examples(pattern, icase, ATTACK_FILLS)
+    attacks = list(regex.examples(pattern, icase, ATTACK_FILLS))
     attacks += [p + c for p in ATTACK_PREFIXES for c in plain]
     attacks += [c + s for c in plain for s in ATTACK_SUFFIXES]
     for attack in sorted(set(attacks), key=lambda a: ("evil" not in a, len(a))):

@@ -83,10 +83,7 @@ def test_an_include_cycle_is_a_finding(tmp_path: Path):
     "text,context",
     [
         ("user www-data;\nevents {}\ninclude http.conf;\n", "main"),
-        (
-            "events {}\nmail {\n    server {\n        listen 25;\n        protocol smtp;\n    }\n}\n",
-            "main",
-        ),  # fmt: skip
+        ("events {}\nmail {\n    server {\n        listen 25;\n    }\n}\n", "main"),
         ("upstream u { server 127.0.0.1:1; }\nserver { listen 80; }\n", "http"),
         ("add_header X-A b always;\n", "http"),
         ("listen 80;\nlocation / { return 204; }\n", "server"),
