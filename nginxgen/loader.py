@@ -99,16 +99,12 @@ class _Reader:
             self._parsed[key] = parsed
             self.files.append(path)
             for e in payload["errors"]:
-                self.findings.append(
-                    Finding(
-                        "NG00",
-                        "error",
-                        display,
-                        int(e.get("line") or 0),
-                        _message(str(e.get("error", ""))),
-                        "crossplane could not parse this; nginx -t would fail too",
-                        "fix the syntax (braces, quotes, the ';' at the end)",
-                    )
+                self._report(
+                    "NG00",
+                    {"file": display, "line": e.get("line")},
+                    _message(str(e.get("error", ""))),
+                    "crossplane could not parse this; nginx -t would fail too",
+                    "fix the syntax (braces, quotes, the ';' at the end)",
                 )
         return self._parsed[key]
 
@@ -158,12 +154,11 @@ class _Reader:
             out.extend(self.expand(self.parse(Path(p), p), (*stack, real)))
         return out
 
-    def _report(self, rule_id: str, stmt: Stmt, msg: str, why: str, fix: str) -> None:
-        self.findings.append(
-            Finding(
-                rule_id, "error", stmt.get("file", "?"), int(stmt.get("line") or 0), msg, why, fix
-            )
-        )
+    def _report(
+        self, rule_id: str, stmt: Stmt, msg: str, why: str, fix: str, severity: str = "error"
+    ) -> None:
+        file, line = stmt.get("file", "?"), int(stmt.get("line") or 0)
+        self.findings.append(Finding(rule_id, severity, file, line, msg, why, fix))
 
     def check(self, stmts: list[Stmt], ctx: tuple[str, ...]) -> None:
         """nginx's own checks per directive: known at all, allowed here, right arguments."""
@@ -191,16 +186,13 @@ class _Reader:
         name = stmt["directive"]
         module = directives.third_party(name)
         if module:
-            self.findings.append(
-                Finding(
-                    "NG36",
-                    "info",
-                    stmt.get("file", "?"),
-                    int(stmt.get("line") or 0),
-                    f"{name} comes from the third-party module {module}",
-                    "nginx -t fails with 'unknown directive' unless that module is loaded",
-                    "load the module (load_module ...;) on every host that uses this file",
-                )
+            self._report(
+                "NG36",
+                stmt,
+                f"{name} comes from the third-party module {module}",
+                "nginx -t fails with 'unknown directive' unless that module is loaded",
+                "load the module (load_module ...;) on every host that uses this file",
+                severity="info",
             )
             return
         close = directives.suggest(name)
