@@ -105,7 +105,8 @@ def _gixy_for(ns: argparse.Namespace) -> tuple[str | None, str | None]:
         return found, None
     return None, (
         f"gixy-ng: not available (looked for {gixy.looked_for(ns.gixy)}); "
-        "only nginxgen's own rules ran"
+        "only nginxgen's own rules ran (install it in its own venv: python3 -m venv "
+        f"{Path(gixy.VENV).parents[1]} && {Path(gixy.VENV).parent}/pip install gixy-ng)"
     )
 
 
