@@ -5,8 +5,9 @@ Pipeline (crossplane style): SiteSpec (model) → payload (build, pure) → text
 """
 
 from .build import render, site_payload
-from .lint import Finding, lint_file, lint_text
+from .lint import lint, lint_file, lint_text
 from .model import TLS, GatewaySettings, Headers, RateLimit, SiteSpec, SpecError
+from .tree import Finding
 
 __all__ = [
     "Finding",
@@ -16,6 +17,7 @@ __all__ = [
     "SiteSpec",
     "SpecError",
     "TLS",
+    "lint",
     "lint_file",
     "lint_text",
     "render",

@@ -13,33 +13,11 @@ import json
 from typing import Any
 
 import crossplane
-import crossplane.analyzer as _analyzer
 
 from .model import SiteSpec, SpecError, version_text
+from .tree import LINT_SUPPRESS
 
 Stmt = dict[str, Any]
-
-# crossplane 0.5.8's directive table stops at nginx ~1.17; teach it the newer ones we emit or
-# meet (register_external_directives() is broken on Python 3, so mutate the table once).
-_A = _analyzer
-_analyzer.DIRECTIVES.update(
-    {
-        "http2": [_A.NGX_HTTP_MAIN_CONF | _A.NGX_HTTP_SRV_CONF | _A.NGX_CONF_FLAG],
-        "ssl_reject_handshake": [_A.NGX_HTTP_MAIN_CONF | _A.NGX_HTTP_SRV_CONF | _A.NGX_CONF_FLAG],
-        "ssl_conf_command": [_A.NGX_HTTP_MAIN_CONF | _A.NGX_HTTP_SRV_CONF | _A.NGX_CONF_TAKE2],
-        "keepalive_time": [
-            _A.NGX_HTTP_MAIN_CONF | _A.NGX_HTTP_SRV_CONF | _A.NGX_HTTP_LOC_CONF | _A.NGX_CONF_TAKE1,
-            _A.NGX_HTTP_UPS_CONF | _A.NGX_CONF_TAKE1,
-        ],
-        "add_header_inherit": [
-            _A.NGX_HTTP_MAIN_CONF
-            | _A.NGX_HTTP_SRV_CONF
-            | _A.NGX_HTTP_LOC_CONF
-            | _A.NGX_HTTP_LIF_CONF
-            | _A.NGX_CONF_TAKE1
-        ],
-    }
-)
 
 # Mozilla server-side TLS guideline 6.0, "intermediate", for nginx 1.22 + OpenSSL 3.0.
 TLS_PROTOCOLS = ("TLSv1.2", "TLSv1.3")
@@ -59,7 +37,6 @@ ACME_PATH = "/.well-known/acme-challenge/"
 API_PREFIX = "/v1/"
 ASSET_REGEX = r"\.(?:css|js|mjs|map|png|jpe?g|gif|ico|svg|webp|avif|woff2?|ttf)$"
 LOG_FORMAT = "qwengw_edge"
-LINT_SUPPRESS = "nginxgen-lint: disable="
 
 # Nginx's own errors on /v1/, in the gateway's OpenAI error shape.
 API_ERRORS: dict[int, tuple[str, str, str]] = {

@@ -13,9 +13,10 @@ from typing import Any
 import yaml
 
 from . import __doc__ as _pkg_doc
+from . import gixy
 from .build import render
 from .deploy import DeployError, Nginx, install
-from .lint import lint_file, lint_text
+from .lint import lint, lint_text
 from .model import TLS, GatewaySettings, SiteSpec, SpecError, gateway_warnings, parse_version
 
 
@@ -93,20 +94,51 @@ def cmd_show(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _gixy_for(ns: argparse.Namespace) -> tuple[str | None, str | None]:
+    """(gixy-ng executable or None, the sentence to print when it is not used)."""
+    if ns.no_gixy:
+        return None, None
+    if ns.gixy and not gixy.runnable(ns.gixy):
+        raise FileNotFoundError(f"--gixy {ns.gixy}: not an executable file")
+    found = gixy.find(ns.gixy)
+    if found:
+        return found, None
+    return None, (
+        f"gixy-ng: not available (looked for {gixy.looked_for(ns.gixy)}); "
+        "only nginxgen's own rules ran (install it in its own venv: python3 -m venv "
+        f"{Path(gixy.VENV).parents[1]} && {Path(gixy.VENV).parent}/pip install gixy-ng)"
+    )
+
+
 def cmd_lint(ns: argparse.Namespace) -> int:
     if not Path(ns.file).is_file():
         raise FileNotFoundError(f"{ns.file}: no such file")
+    if ns.conf_dir and not Path(ns.conf_dir).is_dir():
+        raise FileNotFoundError(f"--conf-dir {ns.conf_dir}: no such directory")
     gw = GatewaySettings.from_yaml(ns.gateway_config) if ns.gateway_config else None
     version = parse_version(ns.nginx_version) if ns.nginx_version else (1, 22, 1)
-    findings = lint_file(ns.file, nginx_version=version, gateway=gw)
+    binary, missing = _gixy_for(ns)
+    report = lint(
+        ns.file,
+        nginx_version=version,
+        gateway=gw,
+        conf_dir=ns.conf_dir,
+        context=ns.context,
+        gixy=binary,
+    )
+    note = report.gixy or missing
     if ns.json:
-        json.dump([f.as_dict() for f in findings], sys.stdout, indent=2)
+        json.dump([f.as_dict() for f in report.findings], sys.stdout, indent=2)
         sys.stdout.write("\n")
+        if note:
+            print(note, file=sys.stderr)
     else:
-        for f in findings:
+        for f in report.findings:
             print(f)
-        print(f"{len(findings)} finding(s) in {ns.file}")
-    return 1 if findings else 0
+        if note:
+            print(note)
+        print(f"{len(report.findings)} finding(s) in {ns.file} ({report.context} context)")
+    return 1 if report.findings else 0
 
 
 def cmd_write(ns: argparse.Namespace) -> int:
@@ -148,6 +180,23 @@ def parser() -> argparse.ArgumentParser:
     lint.add_argument("--json", action="store_true")
     lint.add_argument("--nginx-version", metavar="X.Y.Z")
     lint.add_argument("--gateway-config", metavar="FILE", help="check agreement with it")
+    lint.add_argument(
+        "--conf-dir",
+        metavar="DIR",
+        help="nginx's conf prefix for relative includes (default: the nearest directory at "
+        "or above the file that holds an nginx.conf)",
+    )
+    lint.add_argument(
+        "--context",
+        choices=("main", "http", "server", "location"),
+        help="where nginx reads the file (default: detected from its directives)",
+    )
+    lint.add_argument(
+        "--gixy",
+        metavar="PATH",
+        help=f"gixy-ng executable (default: ${gixy.ENV}, gixy on PATH, {gixy.VENV})",
+    )
+    lint.add_argument("--no-gixy", action="store_true", help="do not run gixy-ng")
     lint.set_defaults(func=cmd_lint)
     write = sub.add_parser("write", help="install the site (atomic, backup, nginx -t)")
     _site_flags(write)

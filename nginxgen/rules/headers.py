@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from .lint import Ctx, Finding, dropped, effective, finding, own, rule, scope, seconds
+from ..tree import Ctx, Finding, Stmt, dropped, effective, finding, own, scope, seconds, setting
+from . import rule
 
 SECURITY_HEADERS = {
     "strict-transport-security",
@@ -19,10 +20,13 @@ SECURITY_HEADERS = {
 }
 
 
-@rule("NG01", "add-header-inheritance")
+@rule("NG01", "add-header-inheritance", replaces=("add_header_redefinition",))
 def add_header_inheritance(ctx: Ctx) -> Iterator[Finding]:
+    merge = ctx.nginx_version >= (1, 29, 3)  # add_header_inherit merge keeps the outer ones
     for node in ctx.nodes:
         if node.name not in ("server", "location", "if") or "block" not in node.stmt:
+            continue
+        if merge and setting(scope(node), "add_header_inherit", ctx.root) == "merge":
             continue
         lost = dropped(node, "add_header", ctx.root)
         if not lost:
@@ -96,37 +100,96 @@ def header_without_always(ctx: Ctx) -> Iterator[Finding]:
             )
 
 
-@rule("NG14", "missing-security-headers")
+# Header → (what is missing, what its absence costs, the fix).
+REQUIRED_HEADERS = {
+    "strict-transport-security": (
+        "Strict-Transport-Security (HSTS)",
+        "without HSTS a browser's first plain-HTTP request can be downgraded and read",
+        "add_header Strict-Transport-Security 'max-age=63072000; includeSubDomains' always;",
+    ),
+    "content-security-policy": (
+        "Content-Security-Policy",
+        "without a CSP any injected script (model output rendered as HTML, a bad "
+        "dependency) runs with the page's rights",
+        "add_header Content-Security-Policy \"default-src 'self'; object-src 'none'; "
+        "base-uri 'self'; frame-ancestors 'none'\" always; (start with -Report-Only)",
+    ),
+    "x-content-type-options": (
+        "X-Content-Type-Options",
+        "without nosniff a browser may run an upload or an API answer as HTML or script",
+        "add_header X-Content-Type-Options nosniff always;",
+    ),
+    "x-frame-options": (
+        "X-Frame-Options (or CSP frame-ancestors)",
+        "other sites can frame the page and trick users into clicks (clickjacking)",
+        "add_header X-Frame-Options DENY always; (or frame-ancestors in the CSP)",
+    ),
+    "referrer-policy": (
+        "Referrer-Policy",
+        "full URLs, with the ids in them, go to every site the page links to",
+        "add_header Referrer-Policy strict-origin-when-cross-origin always;",
+    ),
+}
+
+
+def _answers_only(server: Stmt) -> str | None:
+    """'closed' for servers that refuse every request, 'redirect' for redirect-only ones."""
+    if setting([server], "ssl_reject_handshake") == "on":
+        return "closed"
+    returns = own(server, "return")
+    codes = [r["args"][0] for r in returns if r["args"]]
+    if not codes:
+        locations = own(server, "location")
+        codes = [r["args"][0] for loc in locations for r in own(loc, "return") if r["args"]]
+        if not locations or len(codes) < len(locations):
+            return None
+    if all(c.isdigit() and int(c) >= 400 for c in codes):
+        return "closed"
+    if all(c in ("301", "302", "303", "307", "308") for c in codes):
+        return "redirect"
+    return None
+
+
+@rule("NG14", "missing-security-headers", replaces=("hsts_header",))
 def missing_security_headers(ctx: Ctx) -> Iterator[Finding]:
-    required = {
-        "strict-transport-security": "Strict-Transport-Security (HSTS)",
-        "x-content-type-options": "X-Content-Type-Options",
-        "referrer-policy": "Referrer-Policy",
-    }
     for node in ctx.tls_servers():
+        kind = _answers_only(node.stmt)
+        if kind == "closed":
+            continue  # 444 catch-alls and rejected handshakes send no page
         headers = effective(scope(node), "add_header", ctx.root)
         names = {s["args"][0].lower(): s for s in headers if s["args"]}
-        missing = [label for key, label in required.items() if key not in names]
-        if not {"content-security-policy", "content-security-policy-report-only"} & set(names):
-            missing.append("Content-Security-Policy")
-        if "x-frame-options" not in names:
-            missing.append("X-Frame-Options")
+        wanted = ["strict-transport-security"] if kind == "redirect" else list(REQUIRED_HEADERS)
+        csp = names.get("content-security-policy") or names.get(
+            "content-security-policy-report-only"
+        )
+        missing = []
+        for key in wanted:
+            if key in names:
+                continue
+            if key == "content-security-policy" and csp:
+                continue
+            if key == "x-frame-options" and csp and "frame-ancestors" in " ".join(csp["args"]):
+                continue
+            missing.append(REQUIRED_HEADERS[key])
         hsts = names.get("strict-transport-security")
         if hsts and len(hsts["args"]) > 1:
             m = re.search(r"max-age=(\d+)", hsts["args"][1])
             if not m or int(m.group(1)) < 31536000:
-                missing.append("HSTS max-age of at least 31536000")
-        for what in missing:
-            sev = "error" if what.startswith("Strict") else "warning"
+                missing.append(
+                    (
+                        "an HSTS max-age of at least 31536000 (one year)",
+                        "a short max-age lapses between visits, so the downgrade window reopens",
+                        REQUIRED_HEADERS["strict-transport-security"][2],
+                    )
+                )
+        for what, why, fix in missing:
             yield finding(
                 "NG14",
-                sev,
+                "warning",
                 node,
-                f"TLS server is missing {what}",
-                "without HSTS the first request can be downgraded to HTTP; the other headers "
-                "are the baseline against sniffing, framing and referrer leaks",
-                "add_header Strict-Transport-Security 'max-age=63072000; includeSubDomains' "
-                "always; (and the rest of the set, each with 'always')",
+                f"TLS server is missing {what}" + (" (redirect-only server)" if kind else ""),
+                why,
+                fix,
             )
 
 
@@ -158,6 +221,9 @@ def weak_csp(ctx: Ctx) -> Iterator[Finding]:
         scripts = policy.get("script-src", policy.get("default-src", []))
         problems = [w for w in scripts if w in ("'unsafe-inline'", "'unsafe-eval'", "*")]
         problems += [w for w in scripts if w in ("http:", "https:", "data:")]
+        # object-src falls back to default-src; frame-ancestors and base-uri do not.
+        if "object-src" not in policy and policy.get("default-src") == ["'none'"]:
+            policy["object-src"] = ["'none'"]
         problems += [
             f"no {k}" for k in ("frame-ancestors", "object-src", "base-uri") if k not in policy
         ]

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Iterator
 
-from .lint import (
+from ..model import MIN_STREAM_TIMEOUT, parse_size
+from ..tree import (
+    VARIABLE,
     Ctx,
     Finding,
     Node,
@@ -12,54 +16,83 @@ from .lint import (
     finding,
     location_prefix,
     own,
+    parent,
     proxy_url,
-    rule,
     scope,
     seconds,
     setting,
 )
-from .model import MIN_STREAM_TIMEOUT, parse_size
+from . import rule
 
 
-@rule("NG05", "proxy-pass-uri-rewrite")
+@rule("NG05", "proxy-pass-uri-rewrite", replaces=("proxy_pass_normalized",))
 def proxy_pass_uri(ctx: Ctx) -> Iterator[Finding]:
     for node in ctx.find("proxy_pass"):
-        m = proxy_url(node.stmt)
-        parent = Node(node.chain[-1], node.chain[:-1]) if node.chain else None
-        if not m or not m.group(3) or "$" in node.args[0] or parent is None:
+        target = proxy_url(node.stmt)
+        up = parent(node)
+        if not target or not target.uri or "$" in node.args[0] or up is None:
             continue
-        prefix = location_prefix(parent)
-        if prefix is None or m.group(3) == prefix:
+        prefix = location_prefix(up)
+        if prefix is None or target.uri == prefix:
             continue
+        api = prefix.startswith("/v1")
         yield finding(
             "NG05",
-            "error" if prefix.startswith("/v1") else "warning",
+            "error" if api else "info",
             node,
             f"proxy_pass {node.args[0]} under location {prefix} rewrites {prefix}x to "
-            f"{m.group(3)}x for the backend",
-            "a URI part replaces the matched prefix and sends a decoded, normalized path; "
-            "the gateway serves /v1/... and answers 404 to the stripped path",
-            f"proxy_pass {m.group(1)}://{m.group(2)};  (no URI part: the path is kept)",
+            f"{target.uri}x for the backend",
+            "a URI part replaces the matched prefix and sends a decoded, normalized path"
+            + (
+                "; the gateway serves /v1/... and answers 404 to the stripped path"
+                if api
+                else " (%2F arrives as /); fine when the backend expects the stripped path"
+            ),
+            f"proxy_pass {target.scheme}://{target.host};  (no URI part: the path is kept)",
         )
+
+
+def _split_port(host: str) -> tuple[str, str | None]:
+    if host.startswith("["):
+        return host, None
+    name, sep, port = host.partition(":")
+    return name, port if sep else None
 
 
 @rule("NG11", "unknown-upstream")
 def unknown_upstream(ctx: Ctx) -> Iterator[Finding]:
     ups = ctx.upstreams()
     for node in ctx.find("proxy_pass"):
-        m = proxy_url(node.stmt)
-        if not m or "$" in m.group(2):
+        target = proxy_url(node.stmt)
+        if not target or target.is_unix or "$" in target.host:
             continue
-        host = m.group(2).rsplit(":", 1)[0] if not m.group(2).startswith("[") else ""
-        if not host or host in ups or "." in host or host == "localhost":
+        name, port = _split_port(target.host)
+        if name in ups:
+            if port is not None:
+                yield finding(
+                    "NG11",
+                    "error",
+                    node,
+                    f"proxy_pass to upstream {name} with a port ({port})",
+                    f"nginx -t stops with 'upstream \"{name}\" may not have port {port}'",
+                    f"proxy_pass {target.scheme}://{name};  (the port belongs in the upstream)",
+                )
             continue
+        if "." in name or ":" in name or name in ("localhost", "") or port is not None:
+            continue  # an address, or host:port (a Docker/Compose service name)
+        close = difflib.get_close_matches(name, ups, n=1, cutoff=0.75)
         yield finding(
             "NG11",
-            "error",
+            "error" if close else "info",
             node,
-            f"proxy_pass to '{host}', which is not a defined upstream",
-            "nginx resolves it as a hostname at startup and refuses to start if it can't",
-            f"define 'upstream {host} {{ server HOST:PORT; }}' or fix the name",
+            f"proxy_pass to '{name}', which is not a defined upstream"
+            + (f"; did you mean '{close[0]}'?" if close else ""),
+            "nginx resolves an undefined name as a host name when it starts and refuses to "
+            "start if that fails (fine for a Docker/Compose service name)",
+            f"proxy_pass {target.scheme}://{close[0]};"
+            if close
+            else f"define 'upstream {name} {{ server HOST:PORT; }}', or keep it if it is a "
+            "service name the host resolves",
         )
 
 
@@ -79,31 +112,45 @@ def hardcoded_upgrade(ctx: Ctx) -> Iterator[Finding]:
                 )
 
 
-@rule("NG07", "connection-map")
+# Where an empty value means "leave it out": nginx adds no header with an empty value, so a
+# map without default is a deliberate way to send a header only for some responses (h5bp).
+_EMPTY_IS_OMITTED = frozenset({"add_header", "more_set_headers", "expires"})
+
+
+@rule("NG07", "connection-map", replaces=("hash_without_default",))
 def connection_map(ctx: Ctx) -> Iterator[Finding]:
-    maps = {n.args[1].lstrip("$"): n for n in ctx.find("map") if len(n.args) > 1}
-    for name, node in maps.items():
-        if not own(node.stmt, "default"):
-            yield finding(
-                "NG07",
-                "warning",
-                node,
-                f"map ${name} has no default",
-                "unmatched values become empty, which can bypass the intent of the map",
-                "add 'default ...;' to the map",
-            )
+    maps = ctx.maps()
+    users: dict[str, set[str]] = {}
+    for node in ctx.nodes:
+        if node.name != "map":
+            for var in VARIABLE.findall(" ".join(node.args)):
+                users.setdefault(var, set()).add(node.name)
+    for node in ctx.find("map"):
+        name = node.args[1].lstrip("$") if len(node.args) > 1 else ""
+        used = users.get(name, set())
+        if own(node.stmt, "default") or not used or used <= _EMPTY_IS_OMITTED:
+            continue
+        yield finding(
+            "NG07",
+            "info",
+            node,
+            f"map ${name} has no default (used by {', '.join(sorted(used))})",
+            "unmatched values become empty; check that empty is the intended outcome",
+            "add 'default ...;' to the map to make the fallback explicit",
+        )
     for node in ctx.nodes:
         if node.name == "map":
             continue
-        if any("$connection_upgrade" in a for a in node.args) and "connection_upgrade" not in maps:
-            yield finding(
-                "NG07",
-                "error",
-                node,
-                "$connection_upgrade is used but no map defines it",
-                "nginx refuses to start with an unknown variable",
-                "map $http_upgrade $connection_upgrade { default upgrade; '' ''; }",
-            )
+        if "connection_upgrade" in users and "connection_upgrade" not in maps:
+            if any("$connection_upgrade" in a for a in node.args):
+                yield finding(
+                    "NG07",
+                    "error",
+                    node,
+                    "$connection_upgrade is used but no map defines it",
+                    "nginx refuses to start with an unknown variable",
+                    "map $http_upgrade $connection_upgrade { default upgrade; '' ''; }",
+                )
 
 
 @rule("NG08", "sse-buffering")
@@ -147,10 +194,10 @@ def stream_timeouts(ctx: Ctx) -> Iterator[Finding]:
 @rule("NG10", "upstream-keepalive-unused")
 def keepalive_unused(ctx: Ctx) -> Iterator[Finding]:
     ups = {k for k, v in ctx.upstreams().items() if own(v, "keepalive")}
-    maps = {n.args[1] for n in ctx.find("map") if len(n.args) > 1}
+    maps = {f"${name}" for name in ctx.maps()}
     for node in ctx.find("proxy_pass"):
-        m = proxy_url(node.stmt)
-        if not m or m.group(2) not in ups:
+        target = proxy_url(node.stmt)
+        if not target or target.host not in ups:
             continue
         levels = node.chain
         conn = [
@@ -166,7 +213,7 @@ def keepalive_unused(ctx: Ctx) -> Iterator[Finding]:
             "NG10",
             "warning",
             node,
-            f"upstream {m.group(2)} has keepalive but this proxy does not reuse connections",
+            f"upstream {target.host} has keepalive but this proxy does not reuse connections",
             "keepalive needs proxy_http_version 1.1 and a cleared Connection header",
             "proxy_http_version 1.1; proxy_set_header Connection '';",
         )
@@ -231,15 +278,22 @@ def xff_trust(ctx: Ctx) -> Iterator[Finding]:
             )
 
 
-@rule("NG25", "host-spoofing")
+# Request parts the client writes freely (unlike $host, which nginx validates).
+_CLIENT_VARS = re.compile(r"\$\{?(http_\w+|arg_\w+|cookie_\w+|args|query_string)")
+
+
+@rule("NG25", "host-spoofing", gixy=("host_spoofing",))
 def host_spoofing(ctx: Ctx) -> Iterator[Finding]:
     for node in ctx.find("proxy_set_header"):
-        if len(node.args) > 1 and node.args[0].lower() == "host" and "$http_host" in node.args[1]:
+        if len(node.args) < 2 or node.args[0].lower() != "host":
+            continue
+        m = _CLIENT_VARS.search(node.args[1])
+        if m:
             yield finding(
                 "NG25",
                 "warning",
                 node,
-                "proxy_set_header Host $http_host passes the client's Host unchecked",
+                f"proxy_set_header Host ${m.group(1)} passes a client-chosen Host unchecked",
                 "the backend builds links and checks from a client-controlled value",
                 "proxy_set_header Host $host;",
             )
@@ -292,10 +346,10 @@ def gateway_agreement(ctx: Ctx) -> Iterator[Finding]:
     ups = ctx.upstreams()
     want = ctx.gateway.upstream
     for loc_node in ctx.api_locations():
-        m = proxy_url(effective(scope(loc_node), "proxy_pass")[-1])
-        if not m:
+        target = proxy_url(effective(scope(loc_node), "proxy_pass")[-1])
+        if not target:
             continue
-        name = m.group(2)
+        name = target.host
         members = [s["args"][0] for s in own(ups[name], "server")] if name in ups else [name]
         node = Node(ups[name], []) if name in ups else loc_node
         if want not in members and not any(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .lint import (
+from ..regex import shares_prefix
+from ..tree import (
     Ctx,
     Finding,
     Node,
@@ -12,11 +13,12 @@ from .lint import (
     effective,
     finding,
     is_default_listen,
+    location_regex,
     own,
-    rule,
     scope,
     setting,
 )
+from . import rule
 
 # Directives nginx 1.22 rejects with '"X" directive is duplicate' when set twice in one block
 # (each checked with nginx -t). Not here: array directives (add_header, proxy_set_header,
@@ -95,14 +97,25 @@ HANDLERS = {
 }
 
 
+def _denies_all(names: set[str], block: list[Stmt]) -> bool:
+    return any(x["directive"] == "deny" and x["args"] == ["all"] for x in block) and not (
+        names & {"allow"}
+    )
+
+
 @rule("NG03", "location-without-handler")
 def location_without_handler(ctx: Ctx) -> Iterator[Finding]:
     for node in ctx.find("location"):
-        names = {s["directive"] for s in node.stmt.get("block", [])}
+        if any(level.get("synthetic") for level in node.chain):
+            continue  # a snippet: the server that includes it may well set root
+        block = node.stmt.get("block", [])
+        names = {s["directive"] for s in block}
         if names & HANDLERS or effective(node.chain, "root", ctx.root):
             continue
         if "location" in names and not names - {"location", "#"}:
             continue  # a pure container of nested locations
+        if _denies_all(names, block):
+            continue  # answers 403 to everything, no handler needed
         yield finding(
             "NG03",
             "error",
@@ -119,27 +132,31 @@ def location_without_handler(ctx: Ctx) -> Iterator[Finding]:
 def regex_shadows_prefix(ctx: Ctx) -> Iterator[Finding]:
     for server in ctx.servers():
         locs = [Node(s, scope(server)) for s in own(server.stmt, "location")]
-        regexes = [n for n in locs if n.args and n.args[0] in ("~", "~*")]
-        if not regexes:
-            continue
+        regexes = [(n, found) for n in locs if (found := location_regex(n))]
         for n in locs:
             if not n.args or n.args[0] in ("=", "^~", "~", "~*") or n.args[0].startswith("@"):
                 continue
-            if n.args[0] == "/":
+            prefix = n.args[0]
+            if prefix == "/":
                 continue
+            takers = [r for r, (pattern, icase) in regexes if shares_prefix(pattern, icase, prefix)]
+            if not takers:
+                continue
+            api = prefix.startswith("/v1")
             yield finding(
                 "NG04",
-                "error",
+                "error" if api else "warning",
                 n,
-                f"prefix location {n.args[0]} is shadowed by regex location(s) "
-                f"{', '.join(' '.join(r.args) for r in regexes)}",
-                "regex locations win over plain prefix locations, e.g. /v1/files/x.png "
-                "goes to the static-asset regex instead of the API",
-                f"location ^~ {n.args[0]} {{ ... }} (or nest the regex inside 'location /')",
+                f"prefix location {prefix} is shadowed by regex location(s) "
+                f"{', '.join(' '.join(r.args) for r in takers)}",
+                "regex locations win over plain prefix locations: URIs under "
+                f"{prefix} that the regex matches go there"
+                + (" (e.g. /v1/files/x.png to a static-asset regex)" if api else ""),
+                f"location ^~ {prefix} {{ ... }} (or nest the regex inside 'location /')",
             )
 
 
-@rule("NG20", "server-tokens")
+@rule("NG20", "server-tokens", replaces=("version_disclosure",))
 def server_tokens(ctx: Ctx) -> Iterator[Finding]:
     for node in ctx.servers():
         if setting(scope(node), "server_tokens", ctx.root) != "off":
@@ -154,37 +171,50 @@ def server_tokens(ctx: Ctx) -> Iterator[Finding]:
 
 
 def _redirects_to_https(stmt: Stmt) -> bool:
-    for r in own(stmt, "return"):
-        if any(a.startswith("https://") for a in r["args"]):
+    """A return to https:// in this block, or in an ``if`` right inside it (certbot writes
+    ``if ($host = example.org) { return 301 https://$host$request_uri; }``)."""
+    for r in own(stmt, "return") + [r for i in own(stmt, "if") for r in own(i, "return")]:
+        if any(a.startswith(("https://", "$scheme://")) or a == "https" for a in r["args"]):
             return True
     return False
 
 
+def _refuses(stmt: Stmt) -> bool:
+    """A server that only answers with an error or closes (``return 444`` catch-alls)."""
+    codes = [r["args"][0] for r in own(stmt, "return") if r["args"]]
+    return bool(codes) and all(c.isdigit() and int(c) >= 400 for c in codes)
+
+
+def _certbot_managed(stmt: Stmt) -> bool:
+    return any("managed by Certbot" in s.get("comment", "") for s in stmt.get("block", []))
+
+
 @rule("NG22", "acme-unreachable")
 def acme(ctx: Ctx) -> Iterator[Finding]:
+    tls_acme = any(
+        "/.well-known/acme-challenge" in " ".join(loc["args"])
+        for server in ctx.tls_servers()
+        for loc in own(server.stmt, "location")
+    )
     for node in ctx.plain_servers():
         locs = own(node.stmt, "location")
         has_acme = any("/.well-known/acme-challenge" in " ".join(s["args"]) for s in locs)
-        if _redirects_to_https(node.stmt):
-            yield finding(
-                "NG22",
-                "error",
-                node,
-                "server-level 'return' redirects everything, the ACME path included",
-                "a server-level return runs before location matching: certbot --webroot "
-                "renewals can never reach /.well-known/acme-challenge/",
-                "location ^~ /.well-known/acme-challenge/ { root /var/www/_letsencrypt; } and "
-                "move the redirect into 'location / { return 301 https://$host$request_uri; }'",
-            )
-        elif not has_acme:
-            yield finding(
-                "NG22",
-                "error",
-                node,
-                "no location ^~ /.well-known/acme-challenge/ on the plain-HTTP server",
-                "certbot --webroot renewals need the http-01 challenge served from disk",
-                "location ^~ /.well-known/acme-challenge/ { root /var/www/_letsencrypt; }",
-            )
+        if has_acme or tls_acme or _certbot_managed(node.stmt):
+            continue
+        if not (own(node.stmt, "return") and _redirects_to_https(node.stmt)):
+            continue
+        yield finding(
+            "NG22",
+            "info",
+            node,
+            "a server-level 'return' redirects everything to HTTPS, the ACME path included",
+            "a server-level return runs before location matching; Let's Encrypt follows the "
+            "redirect, so certbot --webroot renewals work only if the HTTPS server serves "
+            "/.well-known/acme-challenge/ from the same webroot (--nginx, --standalone and "
+            "DNS challenges are not affected)",
+            "location ^~ /.well-known/acme-challenge/ { root /var/www/_letsencrypt; } and "
+            "move the redirect into 'location / { return 301 https://$host$request_uri; }'",
+        )
 
 
 @rule("NG32", "http-not-redirected")
@@ -192,7 +222,7 @@ def http_not_redirected(ctx: Ctx) -> Iterator[Finding]:
     if not any(True for _ in ctx.tls_servers()):
         return
     for node in ctx.plain_servers():
-        if _redirects_to_https(node.stmt):
+        if _redirects_to_https(node.stmt) or _refuses(node.stmt):
             continue
         root = [n for n in own(node.stmt, "location") if n["args"] == ["/"]]
         if root and _redirects_to_https(root[0]):
