@@ -5,6 +5,7 @@ body, look at the path and the model name, and send bytes built at start-up. ``P
 always answers in Ollama's streaming form (chunked NDJSON), as the gateway always asks for it.
 
 * model ``fast``: the whole answer (2 content lines + the done line) in one write;
+* model ``long``: 500 content lines, each written on its own 2 ms apart (CPU per chunk);
 * model ``slow``: ``--chunks`` content lines ``--chunk-delay`` seconds apart (the first at once),
   then the done line. That is a token stream a client can time.
 
@@ -24,6 +25,8 @@ from gevent import sleep
 from gevent.server import StreamServer
 
 MAX_HEAD = 65536
+LONG_CHUNKS = 500
+LONG_GAP = 0.002  # seconds between the lines of a `long` stream: writes stay apart
 
 
 def _line(model: str, content: str, done: bool = False) -> bytes:
@@ -90,6 +93,9 @@ class Responses:
         )
         self.slow_lines = [_chunk(_line("slow", f" tok{i}")) for i in range(chunks)]
         self.slow_tail = _chunk(_line("slow", "", done=True)) + b"0\r\n\r\n"
+        # model `long`: LONG_CHUNKS token lines, each its own write (as Ollama writes tokens)
+        self.long_lines = [_chunk(_line("long", f" t{i}")) for i in range(LONG_CHUNKS)]
+        self.long_tail = _chunk(_line("long", "", done=True)) + b"0\r\n\r\n"
         models = [
             {
                 "name": m,
@@ -159,6 +165,12 @@ class FakeOllama:
                 sock.sendall(r.slow_tail)
             elif b'"model": "fast"' in body or b'"model":"fast"' in body:
                 sock.sendall(r.fast)
+            elif b'"model": "long"' in body or b'"model":"long"' in body:
+                sock.sendall(STREAM_HEAD)
+                for chunk in r.long_lines:
+                    sock.sendall(chunk)
+                    sleep(LONG_GAP)
+                sock.sendall(r.long_tail)
             else:
                 sock.sendall(r.not_found)
         elif method == b"POST" and path == b"/api/generate":

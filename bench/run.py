@@ -75,7 +75,7 @@ def gateway_config(tmp: Path, ollama_port: int, storage: str) -> dict[str, Any]:
         "ollama_api": f"http://127.0.0.1:{ollama_port}",
         "log_level": "warning",
         "workers": 2,
-        "models": {"fast": "fast", "slow": "slow"},
+        "models": {"fast": "fast", "slow": "slow", "long": "long"},
         "auth": {
             "enabled": True,
             "header_key": "X-Api-Key",
@@ -589,6 +589,47 @@ def stream_burst(stack: Stack) -> dict[str, Any]:
     }
 
 
+def chunk_cpu(stack: Stack, n_streams: int = 16) -> dict[str, float]:
+    """Gateway CPU per streamed chunk: ``n_streams`` 500-chunk streams through the gateway at
+    once, the workers' CPU time divided by the chunks relayed (idle CPU measured and removed)."""
+    from bench.fake_ollama import LONG_CHUNKS
+
+    raw = gateway_request(True, "long")()
+
+    def one() -> bool:
+        with gevent.Timeout(60):
+            sock = gsocket.create_connection(("127.0.0.1", stack.gw_port))
+            try:
+                sock.sendall(raw)
+                buf = b""
+                while b"data: [DONE]" not in buf[-64:]:
+                    data = sock.recv(65536)
+                    if not data:
+                        return False
+                    buf += data
+                return buf.count(b"chat.completion.chunk") >= LONG_CHUNKS
+            finally:
+                sock.close()
+
+    workers = stack.workers()
+    gevent.joinall([gevent.spawn(one) for _ in range(2)])  # warm: pools, imports, caches
+    idle_before, t_idle = cpu_seconds(workers), time.perf_counter()
+    time.sleep(1.0)
+    idle = (cpu_seconds(workers) - idle_before) / (time.perf_counter() - t_idle)
+    before, t0 = cpu_seconds(workers), time.perf_counter()
+    jobs = [gevent.spawn(one) for _ in range(n_streams)]
+    gevent.joinall(jobs)
+    took = time.perf_counter() - t0
+    cpu = cpu_seconds(workers) - before - idle * took
+    ok = sum(1 for j in jobs if j.value)
+    return {
+        "streams": n_streams,
+        "completed": ok,
+        "chunks": ok * LONG_CHUNKS,
+        "us_per_chunk": cpu / max(1, ok * LONG_CHUNKS) * 1e6,
+    }
+
+
 def rss(stack: Stack) -> list[dict[str, Any]]:
     assert stack.gunicorn is not None
     out = [{"process": "master", "pid": stack.gunicorn.pid, **proc_status(stack.gunicorn.pid)}]
@@ -653,6 +694,8 @@ def run_mode(storage: str, tmp: Path, args: argparse.Namespace) -> dict[str, Any
         res["throughput"] = throughput_table(stack, (1, 16, 64), args.seconds)
         print(f"[{res['storage']}] {STREAMS} streams ...", file=sys.stderr, flush=True)
         res["streams"] = stream_burst(stack)
+        print(f"[{res['storage']}] CPU per streamed chunk ...", file=sys.stderr, flush=True)
+        res["chunk_cpu"] = chunk_cpu(stack)
         if args.profile:
             print(f"[{res['storage']}] profile ...", file=sys.stderr, flush=True)
             res["profile"] = profile(stack, 8.0, tmp)
@@ -783,6 +826,12 @@ def table(res: dict[str, Any]) -> list[str]:
         f"| streams: time to first token p99 (ms) | {f1(d['ttft_p99'])} | {f1(g['ttft_p99'])} | "
         f"**+{f1(g['ttft_p99'] - d['ttft_p99'])}** |",
     ]
+    if "chunk_cpu" in res:
+        cc = res["chunk_cpu"]
+        rows.append(
+            f"| gateway CPU per streamed chunk ({cc['streams']} streams × 500 chunks at once, "
+            f"{cc['completed']} complete) (µs) | | {cc['us_per_chunk']:.1f} | |"
+        )
     for p in res["rss"]:
         rows.append(
             f"| RSS after the run, gunicorn {p['process']} (MiB) | | "
