@@ -15,6 +15,8 @@ from typing import Any
 import crossplane
 import crossplane.analyzer as _analyzer
 
+from qwengw.errors import EDGE_ERRORS
+
 from .model import SiteSpec, SpecError, version_text
 
 Stmt = dict[str, Any]
@@ -61,15 +63,8 @@ ASSET_REGEX = r"\.(?:css|js|mjs|map|png|jpe?g|gif|ico|svg|webp|avif|woff2?|ttf)$
 LOG_FORMAT = "qwengw_edge"
 LINT_SUPPRESS = "nginxgen-lint: disable="
 
-# Nginx's own errors on /v1/, in the gateway's OpenAI error shape.
-API_ERRORS: dict[int, tuple[str, str, str]] = {
-    403: ("Client address not allowed.", "permission_error", "ip_not_allowed"),
-    413: ("Request body too large.", "invalid_request_error", "request_too_large"),
-    429: ("Too many requests, slow down.", "rate_limit_error", "rate_limit_exceeded"),
-    502: ("The gateway is unavailable.", "server_error", "upstream_unavailable"),
-    503: ("The gateway is unavailable.", "server_error", "upstream_unavailable"),
-    504: ("The gateway did not answer in time.", "server_error", "upstream_timeout"),
-}
+# Nginx's own errors on /v1/: the gateway's table, so that both doors answer a refusal alike.
+API_ERRORS = EDGE_ERRORS
 
 
 GATEWAY_KEEPALIVE_TIMEOUT = 4  # seconds; qwengw closes idle connections after 5
@@ -92,9 +87,7 @@ def size(nbytes: int) -> str:
 
 
 def error_body(status: int) -> str:
-    message, etype, code = API_ERRORS[status]
-    err = {"error": {"message": message, "type": etype, "param": None, "code": code}}
-    return json.dumps(err, separators=(",", ":"))
+    return json.dumps(API_ERRORS[status].body(), separators=(",", ":"))
 
 
 def security_headers(spec: SiteSpec) -> list[Stmt]:
