@@ -148,11 +148,12 @@ def url_for_log(url: str) -> str:
 def connect_failure(exc: BaseException, connect_timeout: float) -> str:
     """Why a connection to Ollama failed, in the operating system's words."""
     reason = getattr(exc, "reason", None) or exc  # MaxRetryError wraps the real one
-    if isinstance(reason, ConnectTimeoutError):
-        return f"no answer within upstream.connect_timeout ({connect_timeout:g} s)"
     cause = reason.__cause__ or reason.__context__
     if isinstance(cause, OSError) and cause.strerror:
         return cause.strerror  # "Connection refused", "Name or service not known", ...
+    # (urllib3's NewConnectionError is a ConnectTimeoutError too: ask this second)
+    if isinstance(reason, ConnectTimeoutError):
+        return f"no answer within upstream.connect_timeout ({connect_timeout:g} s)"
     return f"{type(reason).__name__}: {reason}"
 
 
