@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from qwengw import __version__
-from qwengw.config import ConfigError
+from qwengw.config import ConfigError, yaml_problem
 
 from . import __doc__ as _pkg_doc
 from .build import ACME_PATH, render
@@ -133,7 +133,10 @@ def _spec(ns: argparse.Namespace) -> tuple[SiteSpec, GatewaySettings | None]:
     data: dict[str, Any] = {}
     base = None
     if ns.site:
-        data = yaml.safe_load(Path(ns.site).read_text(encoding="utf-8")) or {}
+        try:
+            data = yaml.safe_load(Path(ns.site).read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise SpecError(f"{ns.site}: not valid YAML: {yaml_problem(exc)}") from None
         base = Path(ns.site).parent
     gw_path = ns.gateway_config or data.pop("gateway_config", None)
     flags = {
