@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import requests
 
 from qwengw.config import ConfigError, apply_environment, load_settings, settings_from_dict
 from qwengw.config import warnings as config_warnings
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, ctrl_c, free_port, in_terminal, wait_healthy
 
 GUNICORN_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] \[\d+\] \[[A-Z]+\] ")
 
@@ -71,23 +70,11 @@ def test_ctrl_c_stops_quietly_warnings_once_one_format_and_connect_failures_name
         f'audit: {{path: "{tmp_path / "audit.log"}"}}\n'
     )
     log = tmp_path / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "qwengw", "serve", "--config", str(config)],
-            env=clean_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "m")),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a terminal's foreground process group
-        )
-    try:
+    argv = [sys.executable, "-m", "qwengw", "serve", "--config", str(config)]
+    env = clean_env(PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "m"))
+    with in_terminal(argv, env=env, log=log) as proc:
+        wait_healthy(f"http://127.0.0.1:{port}", proc, log)
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, log.read_text()
-            try:
-                requests.get(f"http://127.0.0.1:{port}/health", timeout=0.5)
-                break
-            except requests.RequestException:
-                time.sleep(0.1)
         while log.read_text().count("Booting worker") < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
         r = requests.post(
@@ -97,12 +84,7 @@ def test_ctrl_c_stops_quietly_warnings_once_one_format_and_connect_failures_name
         )
         assert r.status_code == 503 and str(dead) not in r.text  # the URL is for the log only
         time.sleep(0.3)  # let the log line land
-        os.killpg(proc.pid, signal.SIGINT)
-        assert proc.wait(timeout=20) == 0
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        assert ctrl_c(proc) == 0
     text = log.read_text()
     for bad in ("Traceback", "SystemExit", "greenlet", "failed with"):
         assert bad not in text, text
@@ -287,3 +269,18 @@ def test_repository_around_the_readme() -> None:
     if ignored.returncode == 128:
         pytest.skip("not a git checkout")
     assert ignored.stdout.split() == ["qwengw.yaml", "audit.log", "report.html"]
+
+
+def test_connect_failures_are_said_in_the_systems_words() -> None:
+    import urllib3
+
+    from qwengw.upstream import connect_failure, url_for_log
+
+    assert url_for_log("http://user:secret@10.0.0.5:11434") == "http://10.0.0.5:11434"
+    assert url_for_log("http://[::1]:11434") == "http://[::1]:11434"
+    pool = urllib3.HTTPConnectionPool("127.0.0.1", free_port())
+    with pytest.raises(urllib3.exceptions.HTTPError) as e:
+        pool.urlopen("GET", "/", retries=False, timeout=urllib3.Timeout(connect=1))
+    assert connect_failure(e.value, 1.0) == "Connection refused"
+    timeout = urllib3.exceptions.ConnectTimeoutError(None, "timed out")
+    assert connect_failure(timeout, 3.0) == "no answer within upstream.connect_timeout (3 s)"

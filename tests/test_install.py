@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, ctrl_c, free_port, in_terminal, wait_healthy
 from tests.fakes.fake_ollama import FakeOllama
 
 pytestmark = pytest.mark.integration
@@ -62,24 +61,8 @@ def test_readme_run_command_installs_into_a_fresh_venv_and_serves(
     env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "metrics")
     log = tmp_path / "run.log"
     started = time.monotonic()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            ["bash", "-c", run_line],
-            cwd=repo,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        while True:
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() - started < 240, log.read_text()
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/health", timeout=0.5).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.2)
+    with in_terminal(["bash", "-c", run_line], cwd=repo, env=env, log=log) as proc:
+        wait_healthy(f"http://127.0.0.1:{port}", proc, log, timeout=240)
         print(f"install and start: {time.monotonic() - started:.1f} s")
         r = requests.post(
             f"http://127.0.0.1:{port}/v1/chat/completions",
@@ -87,12 +70,7 @@ def test_readme_run_command_installs_into_a_fresh_venv_and_serves(
             timeout=10,
         )
         assert r.json()["choices"][0]["message"]["content"] == "Hello from the fake Ollama!"
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
-        assert proc.wait(timeout=20) == 0
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        assert ctrl_c(proc) == 0
     text = log.read_text()
     assert "externally-managed-environment" not in text and "Traceback" not in text, text
     venv_python = repo / ".venv" / "bin" / "python"
