@@ -14,6 +14,8 @@ from typing import Any
 
 import crossplane
 
+from qwengw.errors import EDGE_ERRORS
+
 from .model import SiteSpec, SpecError, version_text
 from .tree import LINT_SUPPRESS
 
@@ -38,15 +40,8 @@ API_PREFIX = "/v1/"
 ASSET_REGEX = r"\.(?:css|js|mjs|map|png|jpe?g|gif|ico|svg|webp|avif|woff2?|ttf)$"
 LOG_FORMAT = "qwengw_edge"
 
-# Nginx's own errors on /v1/, in the gateway's OpenAI error shape.
-API_ERRORS: dict[int, tuple[str, str, str]] = {
-    403: ("Client address not allowed.", "permission_error", "ip_not_allowed"),
-    413: ("Request body too large.", "invalid_request_error", "request_too_large"),
-    429: ("Too many requests, slow down.", "rate_limit_error", "rate_limit_exceeded"),
-    502: ("The gateway is unavailable.", "server_error", "upstream_unavailable"),
-    503: ("The gateway is unavailable.", "server_error", "upstream_unavailable"),
-    504: ("The gateway did not answer in time.", "server_error", "upstream_timeout"),
-}
+# Nginx's own errors on /v1/: the gateway's table, so that both doors answer a refusal alike.
+API_ERRORS = EDGE_ERRORS
 
 
 GATEWAY_KEEPALIVE_TIMEOUT = 4  # seconds; qwengw closes idle connections after 5
@@ -69,9 +64,7 @@ def size(nbytes: int) -> str:
 
 
 def error_body(status: int) -> str:
-    message, etype, code = API_ERRORS[status]
-    err = {"error": {"message": message, "type": etype, "param": None, "code": code}}
-    return json.dumps(err, separators=(",", ":"))
+    return json.dumps(API_ERRORS[status].body(), separators=(",", ":"))
 
 
 def security_headers(spec: SiteSpec) -> list[Stmt]:

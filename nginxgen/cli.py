@@ -6,46 +6,138 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import MISSING, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from qwengw import __version__
+from qwengw.config import ConfigError, yaml_problem
+
 from . import __doc__ as _pkg_doc
 from . import gixy
-from .build import render
+from .build import ACME_PATH, render
 from .deploy import DeployError, Nginx, install
 from .lint import lint, lint_text
-from .model import TLS, GatewaySettings, SiteSpec, SpecError, gateway_warnings, parse_version
+from .model import (
+    LE_LIVE,
+    TLS,
+    GatewaySettings,
+    RateLimit,
+    SiteSpec,
+    SpecError,
+    gateway_warnings,
+    parse_version,
+    version_text,
+)
+
+
+def _default(name: str) -> Any:
+    """A SiteSpec field's default, so that --help shows what the site gets without the flag."""
+    f = SiteSpec.__dataclass_fields__[name]
+    value = f.default_factory() if f.default_factory is not MISSING else f.default
+    if isinstance(value, tuple) and value and isinstance(value[0], int):
+        return version_text(value)  # type: ignore[arg-type]
+    return ", ".join(value) if isinstance(value, tuple) else value
 
 
 def _site_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("site description (flags override --site)")
-    g.add_argument("--site", metavar="FILE", help="YAML site description")
-    g.add_argument("--server-name", action="append", metavar="NAME", help="repeatable")
-    g.add_argument("--ssl-cert", metavar="PATH")
-    g.add_argument("--ssl-key", metavar="PATH")
-    g.add_argument("--ssl-chain", metavar="PATH", help="enables OCSP stapling (non-LE certs)")
-    g.add_argument("--ui", action="append", metavar="HOST:PORT", help="chat UI (repeatable)")
-    g.add_argument("--gateway", action="append", metavar="HOST:PORT", help="repeatable")
-    g.add_argument("--http-port", type=int)
-    g.add_argument("--https-port", type=int)
-    g.add_argument("--listen-address", action="append", metavar="ADDR", help="repeatable")
-    g.add_argument("--nginx-version", metavar="X.Y.Z", help="target nginx (default 1.22.1)")
-    g.add_argument("--gateway-config", metavar="FILE", help="the gateway's YAML")
-    g.add_argument("--static-root", metavar="DIR")
-    g.add_argument("--allow", action="append", metavar="CIDR", help="/v1/ allowlist")
-    g.add_argument("--no-rate-limit", action="store_true", help="no nginx-level limit_req")
-    g.add_argument("--access-log", metavar="PATH")
-    g.add_argument("--acme-root", metavar="DIR")
+    g.add_argument("--site", metavar="FILE", help="YAML site description (its keys: docs/nginx.md)")
+    g.add_argument(
+        "--server-name",
+        action="append",
+        metavar="NAME",
+        help="public host name (repeatable; the first names the certificate); required",
+    )
+    g.add_argument(
+        "--ssl-cert",
+        metavar="PATH",
+        help=f"certificate chain (default: Let's Encrypt's {LE_LIVE}/NAME/fullchain.pem)",
+    )
+    g.add_argument(
+        "--ssl-key",
+        metavar="PATH",
+        help=f"private key, with --ssl-cert (default: {LE_LIVE}/NAME/privkey.pem)",
+    )
+    g.add_argument(
+        "--ssl-chain",
+        metavar="PATH",
+        help="intermediate chain: turns OCSP stapling on (not for Let's Encrypt, default: none)",
+    )
+    g.add_argument(
+        "--ui",
+        action="append",
+        metavar="HOST:PORT",
+        help=f"chat UI served at / (repeatable; default: {_default('ui')})",
+    )
+    g.add_argument(
+        "--gateway",
+        action="append",
+        metavar="HOST:PORT",
+        help=f"qwengw served at /v1/ (repeatable; default: {_default('gateway')}, or the "
+        "listen: of --gateway-config)",
+    )
+    g.add_argument(
+        "--http-port",
+        type=int,
+        metavar="PORT",
+        help=f"plain HTTP: ACME and the redirect (default: {_default('http_port')})",
+    )
+    g.add_argument(
+        "--https-port", type=int, metavar="PORT", help=f"default: {_default('https_port')}"
+    )
+    g.add_argument(
+        "--listen-address",
+        action="append",
+        metavar="ADDR",
+        help="address to listen on (repeatable; default: every IPv4 and IPv6 address)",
+    )
+    g.add_argument(
+        "--nginx-version",
+        metavar="X.Y.Z",
+        help=f"the nginx the site is for (default: {_default('nginx_version')}, Debian 12's)",
+    )
+    g.add_argument(
+        "--gateway-config",
+        metavar="FILE",
+        help="the gateway's config (checked as `qwengw check-config` does): its listen, body "
+        "size, timeouts and trusted proxies shape the site",
+    )
+    g.add_argument(
+        "--static-root",
+        metavar="DIR",
+        help="serve the UI's static files from disk (default: the UI serves them)",
+    )
+    g.add_argument(
+        "--allow",
+        action="append",
+        metavar="CIDR",
+        help="/v1/ clients allowed (repeatable; default: everyone, the gateway decides)",
+    )
+    g.add_argument(
+        "--no-rate-limit",
+        action="store_true",
+        help=f"no nginx-level limit_req (default: {RateLimit().rate}, burst {RateLimit().burst} "
+        "per client address)",
+    )
+    g.add_argument("--access-log", metavar="PATH", help=f"default: {_default('access_log')}")
+    g.add_argument(
+        "--acme-root",
+        metavar="DIR",
+        help=f"certbot's webroot for {ACME_PATH} (default: {_default('acme_root')})",
+    )
 
 
 def _spec(ns: argparse.Namespace) -> tuple[SiteSpec, GatewaySettings | None]:
     data: dict[str, Any] = {}
     base = None
     if ns.site:
-        data = yaml.safe_load(Path(ns.site).read_text(encoding="utf-8")) or {}
+        try:
+            data = yaml.safe_load(Path(ns.site).read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise SpecError(f"{ns.site}: not valid YAML: {yaml_problem(exc)}") from None
         base = Path(ns.site).parent
     gw_path = ns.gateway_config or data.pop("gateway_config", None)
     flags = {
@@ -171,14 +263,21 @@ def cmd_write(ns: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nginxgen", description=(_pkg_doc or "").splitlines()[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__} (qwengw)")
     sub = p.add_subparsers(dest="command", required=True)
     show = sub.add_parser("show", aliases=["render"], help="print the site to stdout")
     _site_flags(show)
     show.set_defaults(func=cmd_show)
     lint = sub.add_parser("lint", help="lint any nginx config; exit 1 on findings")
-    lint.add_argument("file")
-    lint.add_argument("--json", action="store_true")
-    lint.add_argument("--nginx-version", metavar="X.Y.Z")
+    lint.add_argument("file", help="the config to lint: a site, a snippet or a whole nginx.conf")
+    lint.add_argument(
+        "--json", action="store_true", help="findings as a JSON list (default: one line each)"
+    )
+    lint.add_argument(
+        "--nginx-version",
+        metavar="X.Y.Z",
+        help="the nginx the rules assume (default: 1.22.1, Debian 12's)",
+    )
     lint.add_argument("--gateway-config", metavar="FILE", help="check agreement with it")
     lint.add_argument(
         "--conf-dir",
@@ -200,13 +299,33 @@ def parser() -> argparse.ArgumentParser:
     lint.set_defaults(func=cmd_lint)
     write = sub.add_parser("write", help="install the site (atomic, backup, nginx -t)")
     _site_flags(write)
-    write.add_argument("--dest", required=True, help="e.g. /etc/nginx/sites-available/qwen3-prod")
-    write.add_argument("--enable", action="store_true", help="link it from ../sites-enabled/")
-    write.add_argument("--test", action="store_true", help="nginx -t; restore on failure")
-    write.add_argument("--reload", action="store_true", help="reload nginx afterwards")
-    write.add_argument("--nginx", default="/usr/sbin/nginx", help="nginx binary")
-    write.add_argument("--nginx-prefix", help="nginx -p (tests)")
-    write.add_argument("--nginx-conf", help="nginx -c (tests)")
+    w = write.add_argument_group("installing")
+    w.add_argument(
+        "--dest",
+        required=True,
+        metavar="PATH",
+        help="the site file, e.g. /etc/nginx/sites-available/qwen3-prod (the old one is kept "
+        "as PATH.bak)",
+    )
+    w.add_argument("--enable", action="store_true", help="link it from ../sites-enabled/")
+    w.add_argument(
+        "--test",
+        action="store_true",
+        help="nginx -t, and check that nginx.conf includes the site; restore on failure",
+    )
+    w.add_argument("--reload", action="store_true", help="reload nginx afterwards")
+    w.add_argument(
+        "--nginx",
+        default="/usr/sbin/nginx",
+        metavar="PATH",
+        help="nginx binary (default: %(default)s)",
+    )
+    w.add_argument(
+        "--nginx-prefix", metavar="DIR", help="nginx -p (default: nginx's own, e.g. for tests)"
+    )
+    w.add_argument(
+        "--nginx-conf", metavar="FILE", help="nginx -c (default: nginx's own /etc/nginx/nginx.conf)"
+    )
     write.set_defaults(func=cmd_write)
     return p
 
@@ -215,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = parser().parse_args(argv)
     try:
         return int(ns.func(ns))
-    except (SpecError, OSError, yaml.YAMLError) as exc:
+    except (SpecError, ConfigError, OSError, yaml.YAMLError) as exc:
         print(f"nginxgen: error: {exc}", file=sys.stderr)
         return 2
 

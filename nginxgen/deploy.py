@@ -41,6 +41,18 @@ class Nginx:
             return False, f"{self.binary}: not found"
         return proc.returncode == 0, (proc.stdout + proc.stderr).strip()
 
+    def config_files(self) -> list[Path]:
+        """Every file nginx reads, main config first, as ``nginx -T`` lists them."""
+        proc = subprocess.run(self.cmd("-T"), capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            raise DeployError(f"nginx -T failed: {(proc.stdout + proc.stderr).strip()}")
+        marker = "# configuration file "
+        return [
+            Path(line[len(marker) :].rstrip().removesuffix(":"))
+            for line in proc.stdout.splitlines()
+            if line.startswith(marker)
+        ]
+
     def reload(self) -> str:
         systemctl = self.use_systemctl
         if systemctl is None:
@@ -141,6 +153,29 @@ def install(
             if created and result.link is not None:
                 result.link.unlink()
             raise DeployError(f"nginx -t failed, previous site restored:\n{output}")
+        # nginx -t checks only what nginx.conf includes: a site written elsewhere "passes"
+        # without being read at all (missing certificates and all).
+        unread = _not_read(nginx, dest, result.link)
+        if unread:
+            _restore(dest, result.backup)
+            if created and result.link is not None:
+                result.link.unlink()
+            raise DeployError(unread + " Previous state restored.")
     if reload:
         result.reloaded_with = nginx.reload()
     return result
+
+
+def _not_read(nginx: Nginx, dest: Path, link: Path | None) -> str:
+    """Why nginx does not read ``dest`` (through ``link`` or directly), or "" when it does."""
+    files = nginx.config_files()
+    if dest.resolve() in {f.resolve() for f in files}:
+        return ""
+    main = files[0] if files else Path(nginx.conf or "nginx.conf")
+    via = f" (nor {link})" if link is not None else ""
+    return (
+        f"nginx -t passed, but nginx never reads {dest}: {main} does not include it{via}. "
+        f"Write the site where {main} includes it (Debian: --dest "
+        f"/etc/nginx/sites-available/NAME --enable, read through sites-enabled/*), or add "
+        f"'include {dest.parent}/*;' inside http {{}} in {main}."
+    )

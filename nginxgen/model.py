@@ -1,8 +1,10 @@
 """The site description: small frozen dataclasses, validated once, shared by build and lint.
 
-Nothing here knows about crossplane or files other than the YAML it is asked to read; the
-gateway's YAML is read with ``yaml.safe_load`` (never by importing qwengw) so that the edge and
-the gateway agree on body size, timeouts, port and trusted proxies from one source of truth.
+Nothing here knows about crossplane or files other than the YAML it is asked to read. The
+gateway's YAML is read and validated by the gateway's own loader (``qwengw.config``, pure
+Python), so that nginxgen and ``qwengw check-config`` accept and reject the same files with the
+same messages, and the edge and the gateway agree on body size, timeouts, port and trusted
+proxies from one source of truth.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from qwengw.config import Settings, load_settings, settings_from_dict
 
 LE_LIVE = "/etc/letsencrypt/live"
 DEFAULT_UI = "127.0.0.1:8080"
@@ -188,26 +192,25 @@ class GatewaySettings:
         return False
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any] | None) -> GatewaySettings:
-        data = data or {}
-        req = data.get("request") or {}
-        up = data.get("upstream") or {}
-        wl = data.get("whitelist") or {}
-        listen = str(data.get("listen", DEFAULT_GATEWAY))
-        if ":" not in listen:
-            raise SpecError(f"gateway listen: expected host:port or :port, got {listen!r}")
+    def from_settings(cls, settings: Settings) -> GatewaySettings:
         return cls(
-            listen=listen,
-            max_body_bytes=int(req.get("max_body_bytes", DEFAULT_BODY_BYTES)),
-            first_token_timeout=float(up.get("first_token_timeout", 120)),
-            idle_timeout=float(up.get("idle_timeout", 60)),
-            connect_timeout=float(up.get("connect_timeout", 3)),
-            trusted_proxies=tuple(str(x) for x in (wl.get("trusted_proxies") or ())),
+            listen=settings.listen,
+            max_body_bytes=settings.request.max_body_bytes,
+            first_token_timeout=settings.upstream.first_token_timeout,
+            idle_timeout=settings.upstream.idle_timeout,
+            connect_timeout=settings.upstream.connect_timeout,
+            trusted_proxies=tuple(str(net) for net in settings.whitelist.trusted_proxies),
         )
 
     @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None) -> GatewaySettings:
+        """From a parsed gateway config; ``qwengw.config.ConfigError`` as qwengw would say."""
+        return cls.from_settings(settings_from_dict(dict(data or {})))
+
+    @classmethod
     def from_yaml(cls, path: str | Path) -> GatewaySettings:
-        return cls.from_mapping(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
+        """From the gateway's config file, read and checked by qwengw's own loader."""
+        return cls.from_settings(load_settings(Path(path)))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask
 
 from .api import make_blueprint
-from .config import Settings, load_settings
+from .config import ENV_WARNINGS_SAID, Settings, load_settings
 from .config import warnings as config_warnings
 from .errors import register_error_handlers
 from .state import GatewayState
@@ -43,9 +43,10 @@ class Gateway:
             register_error_handlers(bp)  # the host app keeps its own error pages
         app.register_blueprint(bp)
         _configure_logging(settings.log_level)
-        workers = int(os.environ.get("QWENGW_WORKERS", "1"))
-        for warning in config_warnings(settings, workers):
-            log.warning(warning)
+        if not os.environ.get(ENV_WARNINGS_SAID):
+            workers = int(os.environ.get("QWENGW_WORKERS", "1"))
+            for warning in config_warnings(settings, workers):
+                log.warning(warning)
         return state
 
 
@@ -53,9 +54,17 @@ def _configure_logging(level: str) -> None:
     logger = logging.getLogger("qwengw")
     logger.setLevel(level.upper())
     if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
+        # In a gunicorn worker, write through gunicorn's error log: one format and one
+        # destination for the server's lines and ours.
+        handlers = list(logging.getLogger("gunicorn.error").handlers)
+        if not handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            )
+            handlers = [handler]
+        for handler in handlers:
+            logger.addHandler(handler)
         logger.propagate = False
 
 

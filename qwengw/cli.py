@@ -8,15 +8,36 @@ import os
 import sys
 from pathlib import Path
 
-from .config import CONFIG_ENV, ConfigError, hash_key, load_settings
+from . import __version__
+from .config import (
+    CONFIG_ENV,
+    ENV_BIND,
+    ENV_INTS,
+    ENV_WORKERS,
+    ConfigError,
+    apply_environment,
+    hash_key,
+    load_settings,
+)
 from .config import warnings as config_warnings
+
+_ENVIRONMENT = [
+    (f"{CONFIG_ENV}=FILE", "the config file when --config is not given"),
+    (f"{ENV_BIND}=HOST:PORT", "where to listen; overrides listen:"),
+    (f"{ENV_WORKERS}=N", "gevent worker processes; overrides workers:"),
+    *((f"{name}=N", what) for name, (_, what) in ENV_INTS.items()),
+]
+ENVIRONMENT_HELP = "environment (overrides, checked like the config keys):\n" + "".join(
+    f"  {name:<26} {what}\n" for name, what in _ENVIRONMENT
+)
 
 
 def _serve(args: argparse.Namespace) -> int:
     if args.config:
         os.environ[CONFIG_ENV] = str(Path(args.config).resolve())
     try:
-        load_settings()  # fail here, with the per-key message, before gunicorn starts
+        # fail here, with the per-key message, before gunicorn starts
+        apply_environment(load_settings())
     except ConfigError as err:
         print(f"qwengw: {err}", file=sys.stderr)
         return 2
@@ -27,15 +48,20 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    # Exactly what `qwengw serve` would run: FILE, else $QWENGW_CONFIG, else the built-in
+    # defaults; then the environment's overrides.
+    path = args.file or os.environ.get(CONFIG_ENV) or None
     try:
-        s = load_settings(args.file)
+        s = apply_environment(load_settings(path))
     except ConfigError as err:
-        print(f"{err.source}: {len(err.problems)} problem(s)")
-        for problem in err.problems:
-            print(f"  - {problem}")
+        print(err)  # the same text as `qwengw serve` and `nginxgen --gateway-config` give
         return 1
-    print(f"{args.file}: OK")
+    print(f"{path or 'built-in defaults (no FILE, no $' + CONFIG_ENV + ')'}: OK")
+    overridden = [n for n in (ENV_BIND, ENV_WORKERS) if os.environ.get(n, "").strip()]
+    if overridden:
+        print(f"  (with {' and '.join(overridden)} from the environment)")
     print(f"  listen            {s.listen}")
+    print(f"  workers           {s.workers}")
     print(f"  ollama upstreams  {len(s.ollama_urls)}")
     print(f"  models            {', '.join(s.models) or '(all models Ollama has)'}")
     print(f"  auth              {'on' if s.auth.enabled else 'OFF'} ({len(s.auth.keys)} key(s))")
@@ -72,17 +98,46 @@ def _report(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qwengw", description="OpenAI-compatible gateway for Ollama")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("serve", help="run the gateway under gunicorn with gevent workers")
-    s.add_argument("--config", help=f"YAML config (default: ${CONFIG_ENV}, else built-in defaults)")
+    s = sub.add_parser(
+        "serve",
+        help="run the gateway under gunicorn with gevent workers",
+        description="Check the configuration, then run the gateway under gunicorn with gevent\n"
+        "workers. Ctrl-C or SIGTERM stops it.",
+        epilog=ENVIRONMENT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"YAML config (default: ${CONFIG_ENV}, else built-in defaults: 127.0.0.1:18789 in "
+        "front of Ollama on 127.0.0.1:11434, auth off)",
+    )
     s.set_defaults(func=_serve)
-    c = sub.add_parser("check-config", help="validate a config file and say what is wrong, per key")
-    c.add_argument("file")
+    c = sub.add_parser(
+        "check-config",
+        help="validate a config file and say what is wrong, per key",
+        description="Check what `qwengw serve` would run: every problem named by its key, then\n"
+        "warnings. Exit 1 when anything is wrong.",
+        epilog=ENVIRONMENT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    c.add_argument(
+        "file",
+        nargs="?",
+        metavar="FILE",
+        help=f"YAML config (default: ${CONFIG_ENV}, else the built-in defaults)",
+    )
     c.set_defaults(func=_check_config)
     h = sub.add_parser("hash-key", help="print the sha256 of an API key read from stdin")
     h.set_defaults(func=_hash_key)
     r = sub.add_parser("report", help="summarise an audit log")
-    r.add_argument("audit_log")
+    r.add_argument(
+        "audit_log",
+        metavar="AUDIT_LOG",
+        help="the audit log (audit.path), or - for standard input (e.g. zcat -f audit.log* |)",
+    )
     r.add_argument("--since", default="24h", help="window such as 24h, 7d, 30m (default 24h)")
     r.add_argument("--json", action="store_true", help="machine-readable output")
     r.add_argument(

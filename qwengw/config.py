@@ -12,7 +12,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -328,7 +328,7 @@ def _auth(ck: _Checker, raw: Any, base_dir: Path) -> AuthSettings:
         except OSError as exc:
             ck.problems.append(f"{p}.keys_file: cannot read {kpath}: {exc.strerror}")
         except yaml.YAMLError as exc:
-            ck.problems.append(f"{p}.keys_file: {kpath} is not valid YAML: {exc}")
+            ck.problems.append(f"{p}.keys_file: {kpath} is not valid YAML: {yaml_problem(exc)}")
         else:
             if isinstance(loaded, dict):
                 ck.section(loaded, f"{p}.keys_file", {"keys"})
@@ -536,6 +536,7 @@ def warnings(s: Settings, workers: int = 1) -> list[str]:
         )
     if not s.auth.enabled:
         out.append("auth is disabled: anyone who can reach the gateway can use the model")
+    out += _placeholder_keys(s.auth.keys)
     if s.listen_host in ("0.0.0.0", "::"):
         out.append(
             f"listen {s.listen} accepts connections on every interface; behind Nginx on the "
@@ -618,5 +619,84 @@ def load_settings(
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"not valid YAML: {exc}"], str(path)) from None
+        raise ConfigError([f"not valid YAML: {yaml_problem(exc)}"], str(path)) from None
     return settings_from_dict(raw, source=str(path), base_dir=path.parent)
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """``line 4, column 3: <what>``: PyYAML's own text names ``"<unicode string>"`` as the
+    file, because it was given text; the caller says which file."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or not problem:
+        return str(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and context_mark is not None and context_mark.line != mark.line:
+        where += f" ({context} started at line {context_mark.line + 1})"
+    return where
+
+
+def _placeholder_keys(keys: tuple[ApiKey, ...]) -> list[str]:
+    # An example's "000…0" hash is valid hex, so it loads; no key ever hashes to it, and a
+    # reader may believe the entry is a working key.
+    return [
+        f"auth key {k.id!r} has a placeholder sha256 ({k.sha256[:8]}…): no key matches it; "
+        "put the output of `qwengw hash-key` there, or delete the entry"
+        for k in keys
+        if len(set(k.sha256)) == 1
+    ]
+
+
+# Environment variables that override the file (for service managers and tests). Each is
+# checked like the key it overrides, and named in the message.
+ENV_BIND = "QWENGW_BIND"
+ENV_WORKERS = "QWENGW_WORKERS"
+# Set by qwengw's gunicorn settings: the master has said the config warnings, so the workers
+# (each of which loads the config again) do not repeat them.
+ENV_WARNINGS_SAID = "QWENGW_WARNINGS_SAID"
+ENV_INTS = {
+    # name: (smallest allowed, what it is), the two gunicorn settings without a YAML key
+    "QWENGW_GRACEFUL_TIMEOUT": (0, "seconds in-flight streams get on stop or reload"),
+    "QWENGW_MAX_REQUESTS": (0, "requests a worker serves before it is replaced (0: never)"),
+}
+
+
+def apply_environment(settings: Settings, environ: Mapping[str, str] | None = None) -> Settings:
+    """``settings`` with ``QWENGW_BIND`` / ``QWENGW_WORKERS`` applied, every ``QWENGW_*``
+    number checked; ``ConfigError`` (source "the environment") names each bad variable."""
+    env = os.environ if environ is None else environ
+    problems: list[str] = []
+    changes: dict[str, Any] = {}
+    bind = env.get(ENV_BIND, "").strip()
+    if bind:
+        try:
+            changes["listen_host"], changes["listen_port"] = parse_listen(bind)
+        except ValueError as exc:
+            problems.append(f"{ENV_BIND}={bind!r}: {exc} (it overrides listen)")
+    workers = _env_int(env, ENV_WORKERS, 1, problems, "it overrides workers")
+    if workers is not None:
+        changes["workers"] = workers
+    for name, (least, what) in ENV_INTS.items():
+        _env_int(env, name, least, problems, what)
+    if problems:
+        raise ConfigError(problems, "the environment")
+    return replace(settings, **changes) if changes else settings
+
+
+def _env_int(
+    env: Mapping[str, str], name: str, least: int, problems: list[str], what: str
+) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        problems.append(f"{name}={raw!r}: expected a whole number ({what})")
+        return None
+    if value < least:
+        bound = "greater than 0" if least == 1 else f"{least} or more"  # as the YAML keys say
+        problems.append(f"{name}={raw!r}: must be {bound} ({what})")
+        return None
+    return value

@@ -140,6 +140,19 @@ class ServiceUnavailable(GatewayError):
     code = "service_unavailable"
 
 
+# The refusals the edge (the nginx site nginxgen writes) makes itself on /v1/, worded as the
+# gateway words the same refusal: one vocabulary (status, type, code, message) for a client,
+# whichever door refused it. nginxgen's error pages are rendered from this table.
+EDGE_ERRORS: dict[int, GatewayError] = {
+    403: Forbidden("ip not allowed"),
+    413: PayloadTooLarge("request body too large"),
+    429: RateLimited("rate limit reached for this client address; slow down and retry"),
+    502: UpstreamUnavailable("the gateway is not reachable; try again shortly"),
+    503: UpstreamUnavailable("the gateway is not reachable; try again shortly"),
+    504: UpstreamTimeout("the gateway did not answer in time; try again shortly"),
+}
+
+
 # Anthropic's error types by status (what its SDKs map to their exception classes).
 ANTHROPIC_TYPES = {
     400: "invalid_request_error",

@@ -3,32 +3,32 @@
 # This file runs in the gunicorn master BEFORE gevent patches anything (each worker patches
 # after fork): keep imports to the standard library and qwengw.config (pure Python, no sockets).
 # Never set preload_app: the app must be imported after patching.
+import errno
 import glob
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
 from importlib.util import find_spec
 from urllib.parse import urlsplit
 
-from qwengw.config import ConfigError, Settings, load_settings, parse_listen
+from qwengw.config import ENV_WARNINGS_SAID, ConfigError, Settings, apply_environment, load_settings
+from qwengw.config import warnings as config_warnings
 
 try:
-    _settings = load_settings()  # $QWENGW_CONFIG, else built-in defaults
-    if os.environ.get("QWENGW_BIND"):
-        try:
-            parse_listen(os.environ["QWENGW_BIND"])
-        except ValueError as _bad:
-            raise ConfigError([f"QWENGW_BIND: {_bad}"], "the environment") from None
+    # $QWENGW_CONFIG (else built-in defaults), then QWENGW_BIND / QWENGW_WORKERS, all checked
+    _settings = apply_environment(load_settings())
 except ConfigError as _err:
     sys.stderr.write(f"qwengw: {_err}\n")
     raise SystemExit(2) from None
 
-bind = os.environ.get("QWENGW_BIND", _settings.listen)
+bind = _settings.listen
 worker_class = "gevent"
-workers = int(os.environ.get("QWENGW_WORKERS", _settings.workers))
+workers = _settings.workers
 os.environ["QWENGW_WORKERS"] = str(workers)  # lets the app warn about per-worker memory limits
+os.environ[ENV_WARNINGS_SAID] = "1"  # the master says the config warnings once (when_ready)
 worker_connections = 1000
 backlog = 2048
 timeout = 30  # gevent: a hub-liveness watchdog, not a request timeout
@@ -61,6 +61,7 @@ if (
 
 
 def on_starting(server):
+    _refuse_busy_address(server)
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if metrics_dir:
         os.makedirs(metrics_dir, exist_ok=True)
@@ -74,7 +75,16 @@ def on_exit(server):
 
 
 def when_ready(server):
+    for warning in config_warnings(_settings, workers):
+        server.log.warning("%s", warning)
     _check_ollama(server, _settings)
+
+
+def post_worker_init(worker):
+    # Ctrl-C signals the whole process group. The master stops the workers itself; a worker
+    # that also acts on the SIGINT is told to quit twice, which gevent reports as a SystemExit
+    # traceback and "greenlet failed". SIGTERM (systemd) only reaches the master.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def child_exit(server, worker):
@@ -102,3 +112,31 @@ def _check_ollama(server, settings: Settings) -> None:
             )
         else:
             server.log.info("Ollama reachable at %s", url)
+
+
+def _refuse_busy_address(server) -> None:
+    """One line naming the address, instead of gunicorn's five "Connection in use" retries."""
+    if os.environ.get("GUNICORN_FD") or os.environ.get("LISTEN_FDS"):
+        return  # the sockets are inherited (USR2 upgrade, systemd socket activation)
+    for address in server.cfg.address:
+        if not isinstance(address, tuple):
+            continue  # a unix socket
+        host, port = address[0], address[1]
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        shown = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    why = f"it is already in use (who: ss -ltnp 'sport = :{port}')"
+                else:
+                    why = exc.strerror or str(exc)
+                server.log.error(
+                    "cannot listen on %s: %s. Choose another address with listen: in the "
+                    "config file, or QWENGW_BIND=HOST:PORT in the environment.",
+                    shown,
+                    why,
+                )
+                sys.exit(1)

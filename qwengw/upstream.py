@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import urllib3
 from urllib3.exceptions import (
@@ -131,6 +132,29 @@ UPSTREAM_REFUSALS = (
 def host_label(index: int) -> str:
     """What logs, metrics and /ready show for the index-th Ollama host, instead of its URL."""
     return f"ollama-{index + 1}"
+
+
+def url_for_log(url: str) -> str:
+    """The URL without any user:password (config refuses them; a log must never show one)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def connect_failure(exc: BaseException, connect_timeout: float) -> str:
+    """Why a connection to Ollama failed, in the operating system's words."""
+    reason = getattr(exc, "reason", None) or exc  # MaxRetryError wraps the real one
+    cause = reason.__cause__ or reason.__context__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror  # "Connection refused", "Name or service not known", ...
+    # (urllib3's NewConnectionError is a ConnectTimeoutError too: ask this second)
+    if isinstance(reason, ConnectTimeoutError):
+        return f"no answer within upstream.connect_timeout ({connect_timeout:g} s)"
+    return f"{type(reason).__name__}: {reason}"
 
 
 @dataclass
@@ -383,7 +407,12 @@ class OllamaClient:
                     ) from None
                 self.events.upstream_error(host.label, "connect")
                 self.done(host, "unreachable", started)
-                log.warning("cannot connect to %s: %s", host.label, type(exc).__name__)
+                log.warning(
+                    "Ollama is not reachable at %s (%s): %s",
+                    url_for_log(host.url),
+                    host.label,
+                    connect_failure(exc, self.settings.connect_timeout),
+                )
                 if len(tried) < min(2, len(self.hosts)):
                     continue  # retried once, on another host: nothing was sent to the client
                 raise UpstreamUnavailable(

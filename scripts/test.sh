@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Install everything the test suite needs, then run it. Used by the README and by .ci/run.
+# Install everything the test suite needs, then run it, then the style check. Used by the README
+# and by .ci/run.
 #   bash scripts/test.sh [pytest args...]
+# Python packages go into a virtualenv: the active one, else .venv in the checkout (made when
+# needed, see scripts/venv.sh), never into Debian's own Python (PEP 668).
 # Needs root (or sudo) for the Debian packages: nginx-light and redis-server, whose binaries the
 # tests start themselves on loopback high ports (the system services are left alone/stopped).
 set -euo pipefail
@@ -36,7 +39,8 @@ if [ ${#need_apt[@]} -gt 0 ] || [ ${#need_tools[@]} -gt 0 ]; then
     $SUDO service prometheus stop >/dev/null 2>&1 || true
 fi
 
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+. scripts/venv.sh
+"$PY" -m pip install -q --disable-pip-version-check -e '.[test]'
 
 # gixy-ng ships a crossplane fork under the same package name, so it gets its own venv.
 GIXY_VENV="${QWENGW_GIXY_VENV:-/opt/gixy-venv}"
@@ -46,4 +50,17 @@ if [ ! -x "$GIXY_VENV/bin/gixy" ]; then
 fi
 export QWENGW_GIXY="$GIXY_VENV/bin/gixy"
 
-exec python3 -m pytest "$@"
+status=0
+"$PY" -m pytest "$@" || status=$?
+
+# The style check (docs/development.md), with the pinned ruff from the test extra.
+style=0
+"$PY" -m ruff check -q . || style=1
+"$PY" -m ruff format -q --check . || style=1
+if [ "$style" -ne 0 ]; then
+    echo >&2
+    echo "STYLE CHECK FAILED (ruff $("$PY" -m ruff --version | cut -d' ' -f2)). Fix it with:" >&2
+    echo "    $BIN/ruff check --fix . && $BIN/ruff format ." >&2
+    [ "$status" -ne 0 ] || status=1
+fi
+exit "$status"

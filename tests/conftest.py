@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -197,3 +198,37 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+@contextmanager
+def in_terminal(argv: list[str], *, env: dict[str, str], log: Path, cwd: Path = ROOT):
+    """``argv`` started as a shell starts a foreground job: in a process group of its own, which
+    is what Ctrl-C signals (``ctrl_c``). Killed with its children if the test leaves it running."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def ctrl_c(proc: subprocess.Popen[bytes], timeout: float = 20) -> int:
+    os.killpg(proc.pid, signal.SIGINT)
+    return proc.wait(timeout=timeout)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 20) -> None:
+    """Until ``url``/health answers; the log says why when the process exits or never answers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if requests.get(url + "/health", timeout=0.5).ok:
+                return
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise AssertionError(f"no answer from {url} in {timeout} s:\n{log.read_text()}")

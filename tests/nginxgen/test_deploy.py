@@ -136,3 +136,32 @@ def test_cli_site_yaml(tmp_path: Path, capsys):
 def test_cli_reports_bad_input(capsys):
     assert main(["show", "--server-name", "a.example", "--ui", "nope"]) == 2
     assert "HOST:PORT" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_site_nginx_does_not_read_is_refused(ng, tmp_path: Path, capsys):
+    """nginx -t passes on the main config alone: a site written where nginx.conf does not
+    look must fail loudly, not report success for a file nginx never read."""
+    ng.need_tool(ng.NGINX, "nginx")
+    etc, nginx = _etc(ng, tmp_path)
+    elsewhere = tmp_path / "elsewhere" / "sites-available" / "qwen3-prod"
+    site = render(ng.edge_spec(tmp_path)).replace(str(tmp_path / "tls" / "cert.pem"), "/no/cert")
+    with pytest.raises(DeployError, match="never reads") as e:
+        install(site, elsewhere, enable=True, test=True, nginx=nginx)
+    assert str(etc / "nginx.conf") in str(e.value) and "sites-enabled" in str(e.value)
+    assert not elsewhere.exists()  # rolled back, link too
+    assert not (elsewhere.parent.parent / "sites-enabled" / "qwen3-prod").exists()
+    argv = ["write", "--server-name", "a.example", "--dest", str(elsewhere), "--test"]
+    argv += [
+        "--nginx",
+        ng.NGINX,
+        "--nginx-prefix",
+        str(etc),
+        "--nginx-conf",
+        str(etc / "nginx.conf"),
+    ]
+    assert main(argv) == 1
+    assert "never reads" in capsys.readouterr().err
+    # the same site where nginx.conf looks is read, and its missing certificate is found
+    with pytest.raises(DeployError, match="cert"):
+        install(site, etc / "sites-available" / "qwen3-prod", enable=True, test=True, nginx=nginx)
