@@ -48,6 +48,8 @@ setup(
             "langchain-openai>=1.0",
             "litellm>=1.50",
             "instructor>=1.5",
+            # property-based tests of the translators and every endpoint (seeded, bounded)
+            "hypothesis>=6.100",
             # the HTML report test: html5lib's strict parser reports every HTML parse error,
             # Pillow reads the headless-Chromium screenshot (size, not blank)
             "html5lib>=1.1",
