@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,11 @@ from .errors import (
 log = logging.getLogger("qwengw.upstream")
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+# /v1/models and /ready need Ollama's model list but no key and no rate: an answer (or a
+# failure) is reused this long, so a flood of them makes at most one call per interval per
+# worker instead of one per request.
+LIST_CACHE_SECONDS = 2.0
 
 
 class CircuitBreaker:
@@ -128,21 +134,55 @@ class Events:
     circuit_change: Callable[[str, str, str], None] = lambda host, old, new: None
 
 
-def _scrub(message: str, names: Mapping[str, str]) -> str:
-    """Replace upstream model names in an upstream message with the public ones."""
-    # Longest names first: "qwen3" must not rewrite the inside of "qwen3:32b".
-    for public, internal in sorted(names.items(), key=lambda kv: len(kv[1]), reverse=True):
-        message = message.replace(internal, public)
-    return re.sub(r"https?://\S+", "<upstream>", message)
+def _logged(text: Any) -> str:
+    """Ollama's own words, for the log only: one line, bounded."""
+    return repr(str(text)[:500])
+
+
+def _support_error(message: str, public_model: str) -> InvalidRequest | None:
+    """Ollama's "model X does not support Y" (400), as a fixed message naming the public model."""
+    m = re.search(r"does not support (\w+)", message)
+    if m is None:
+        return None
+    what = m.group(1).lower()
+    if what == "tools":
+        return InvalidRequest(
+            f"the model '{public_model}' does not support tools",
+            param="tools",
+            code="upstream_rejected",
+        )
+    if what == "thinking":
+        return InvalidRequest(
+            f"the model '{public_model}' does not support reasoning (reasoning_effort)",
+            param="reasoning_effort",
+            code="upstream_rejected",
+        )
+    return InvalidRequest(
+        f"the model '{public_model}' does not support this kind of request",
+        param="model",
+        code="upstream_rejected",
+    )
+
+
+def _context_error(message: str) -> bool:
+    low = message.lower()
+    return "context length" in low or "input length" in low or "too long" in low
 
 
 class UpstreamStream:
     """An open streaming answer: iterate parsed NDJSON lines; ``close()`` frees Ollama."""
 
-    def __init__(self, client: OllamaClient, host: Host, resp: urllib3.BaseHTTPResponse) -> None:
+    def __init__(
+        self,
+        client: OllamaClient,
+        host: Host,
+        resp: urllib3.BaseHTTPResponse,
+        request_id: str | None = None,
+    ) -> None:
         self.client = client
         self.host = host
         self.resp = resp
+        self.request_id = request_id
         self.closed = False
         self.completed = False
         self.aborted = False
@@ -211,8 +251,18 @@ class UpstreamStream:
         if not isinstance(line, dict):
             raise self._failed("bad_line", "the model server sent a malformed answer")
         if "error" in line:
-            msg = _scrub(str(line["error"]), self.client.model_names)
-            raise self._failed("stream_error", f"the model failed while generating: {msg}")
+            # Ollama's text may name runner paths, devices or internal models: log only.
+            log.warning(
+                "%s sent an error line (request %s): %s",
+                self.host.label,
+                self.request_id,
+                _logged(line["error"]),
+            )
+            raise self._failed(
+                "stream_error",
+                "the model failed while generating its answer; retry, or report request id "
+                f"{self.request_id} to the operator",
+            )
         return line
 
     def abort(self) -> None:
@@ -253,6 +303,33 @@ class OllamaClient:
 
     def __post_init__(self) -> None:
         self.hosts = [self._host(i, url) for i, url in enumerate(self.urls)]
+        self._cache: dict[str, tuple[float, Any, GatewayError | None]] = {}
+        self._cache_locks: dict[str, threading.Lock] = {}
+
+    def cached(self, key: str, fetch: Callable[[], Any]) -> Any:
+        """``fetch()``'s answer or error, reused for ``LIST_CACHE_SECONDS``.
+
+        Callers arriving while a fetch is under way wait for it rather than start their own.
+        """
+        entry = self._fresh(key)
+        if entry is None:
+            with self._cache_locks.setdefault(key, threading.Lock()):
+                entry = self._fresh(key)  # filled while we waited?
+                if entry is None:
+                    try:
+                        value, error = fetch(), None
+                    except GatewayError as err:
+                        value, error = None, err
+                    entry = (self.clock() + LIST_CACHE_SECONDS, value, error)
+                    self._cache[key] = entry
+        _, value, error = entry
+        if error is not None:
+            raise error.with_traceback(None) from None  # shared: keep its traceback short
+        return value
+
+    def _fresh(self, key: str) -> tuple[float, Any, GatewayError | None] | None:
+        entry = self._cache.get(key)
+        return entry if entry is not None and self.clock() < entry[0] else None
 
     def _host(self, i: int, url: str) -> Host:
         label = host_label(i)
@@ -345,26 +422,34 @@ class OllamaClient:
                 raise
             if resp.status >= 400:
                 host.inflight -= 1
-                raise self._status_error(host, resp, public_model)
+                raise self._status_error(host, resp, public_model, request_id)
             # Ollama answered: it is healthy again (a long first stream must not keep the
             # circuit half-open for everyone else until its last token).
             host.breaker.success()
             return host, resp
 
     def _status_error(
-        self, host: Host, resp: urllib3.BaseHTTPResponse, public_model: str | None
+        self,
+        host: Host,
+        resp: urllib3.BaseHTTPResponse,
+        public_model: str | None,
+        request_id: str | None,
     ) -> GatewayError:
+        """Ollama's error answer as a fixed message per class; its own text goes to the log."""
         raw = resp.read(65536)
         resp.release_conn()
         try:
             message = str(json.loads(raw).get("error", ""))
         except (ValueError, AttributeError):
-            message = raw.decode("utf-8", "replace").strip()[:300]
-        message = _scrub(message, self.model_names) or f"upstream status {resp.status}"
+            message = raw.decode("utf-8", "replace").strip()
         status = resp.status
+        log.warning(
+            "%s answered %d (request %s): %s", host.label, status, request_id, _logged(message)
+        )
+        public = public_model or "unknown"
         if status == 404:
             host.breaker.success()
-            return ModelNotFound(public_model or "unknown")
+            return ModelNotFound(public)
         if status == 503:
             # Ollama's queue is full: load shedding, not ill health; the breaker is not fed.
             host.breaker.release()
@@ -377,15 +462,30 @@ class OllamaClient:
         if status >= 500:
             host.breaker.failure()
             self.events.upstream_error(host.label, "http_5xx")
-            return UpstreamError(f"the model server failed: {message}")
+            return UpstreamError(
+                "the model server failed to handle this request; retry, or report request id "
+                f"{request_id} to the operator"
+            )
         host.breaker.success()
         self.events.upstream_error(host.label, "http_4xx")
-        param = (
-            "tools"
-            if "tools" in message
-            else ("reasoning_effort" if "thinking" in message else None)
+        if status == 400:
+            support = _support_error(message, public)
+            if support is not None:
+                return support
+            if _context_error(message):
+                return InvalidRequest(
+                    f"the input is longer than the context window of the model '{public}'",
+                    code="context_length_exceeded",
+                )
+            return InvalidRequest(
+                f"the model server rejected the request for the model '{public}'",
+                code="upstream_rejected",
+            )
+        # 401/403/405/413/...: how the gateway talks to Ollama is wrong, not the client's request.
+        return UpstreamError(
+            f"the model server refused the gateway's request (HTTP {status}); report request "
+            f"id {request_id} to the operator"
         )
-        return InvalidRequest(message, param=param, code="upstream_rejected", status=status)
 
     def stream_chat(
         self, payload: dict[str, Any], *, request_id: str | None, public_model: str
@@ -402,7 +502,7 @@ class OllamaClient:
         sock = getattr(conn, "sock", None)
         if sock is not None:
             sock.settimeout(self.settings.idle_timeout)
-        return UpstreamStream(self, host, resp)
+        return UpstreamStream(self, host, resp, request_id)
 
     def call_json(
         self,

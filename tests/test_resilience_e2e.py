@@ -387,7 +387,7 @@ def test_errors_never_show_internal_model_names(start_gateway: Any, fake: FakeOl
     fake.behave(status=400, error='"qwen3:32b" does not support tools')
     r = chat(gw, {"model": "big", "messages": MSGS})
     assert r.status_code == 400
-    assert r.json()["error"]["message"] == '"big" does not support tools'
+    assert r.json()["error"]["message"] == "the model 'big' does not support tools"
 
 
 def test_metrics_content_type(start_gateway: Any, fake: FakeOllama) -> None:
