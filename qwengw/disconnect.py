@@ -133,12 +133,13 @@ class Watcher:
         except OSError:
             self._left()
             return
+        # A closed peer answers with a reset one round trip later (on loopback, during send()).
         info = _tcp_info(sock)
-        # A closed peer answers with a reset one round trip later (at once on loopback).
-        gevent.sleep(max(0.01, 3 * info[1]) if info else 0.01)
-        if self._sock is None:
-            return
-        info = _tcp_info(sock)
+        if info is not None and info[0] != TCP_CLOSE:
+            gevent.sleep(max(0.01, 3 * info[1]))
+            if self._sock is None:
+                return
+            info = _tcp_info(sock)
         if info is None or info[0] == TCP_CLOSE:
             self._left()
             return

@@ -378,7 +378,9 @@ def test_client_that_really_leaves_before_first_token_is_cancelled(
     if half_close_first:
         sock.shutdown(socket.SHUT_WR)
         time.sleep(0.5)
+    deadline = time.monotonic() + 5
     while not fake.chat_requests():
+        assert time.monotonic() < deadline, "the request never reached Ollama"
         time.sleep(0.01)
     sock.close()
     left = time.monotonic()
@@ -388,3 +390,31 @@ def test_client_that_really_leaves_before_first_token_is_cancelled(
         time.sleep(0.01)
     fake.behave()
     no_traceback(gw)
+
+
+# ----------------------------------------------------------------------------- gunicorn's parser
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        pytest.param(b"GARBAGE\r\n\r\n", 400, id="request-line"),
+        pytest.param(b"GET /health HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n", 400, id="header"),
+        pytest.param(b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\n\r\n", 414, id="long-line"),
+        pytest.param(
+            b"GET /health HTTP/1.1\r\n" + b"X-A: b\r\n" * 120 + b"\r\n", 431, id="many-headers"
+        ),
+        pytest.param(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+            400,  # gunicorn refuses a transfer coding other than chunked last
+            id="transfer-coding",
+        ),
+    ],
+)
+def test_requests_gunicorn_refuses_get_json_too(gw: Gateway, raw: bytes, status: int) -> None:
+    with connect(gw) as sock:
+        sock.sendall(raw)
+        ans = read_answer(sock)
+    assert_openai_error(ans, status)
+    assert ans.closed
+    assert "Traceback" not in gw.log()
