@@ -129,7 +129,8 @@ class Watcher:
         if sock is None or not self.can_probe:
             return
         try:
-            sock.send(PROBE, _SEND_FLAGS)
+            # The real socket: one non-blocking try (gevent's would wait to be writable).
+            getattr(sock, "_sock", sock).send(PROBE, _SEND_FLAGS)
         except OSError:
             self._left()
             return
@@ -143,7 +144,7 @@ class Watcher:
         if info is None or info[0] == TCP_CLOSE:
             self._left()
             return
-        if not self.half_closed:
+        if not self.half_closed and self.can_probe:
             # Half-closed: EOF stays readable, so stop the read watcher and probe on a timer
             # until the answer starts (a client that leaves later is then noticed ≤ 1 s).
             self.half_closed = True

@@ -122,9 +122,13 @@ class ConnectionCap:
 class Worker(GeventWorker):
     """``worker_class = "qwengw.worker.Worker"``: gevent, plus the guards above."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.cap = ConnectionCap(load_settings())  # $QWENGW_CONFIG, as the app reads it
+    cap: ConnectionCap
+
+    def init_process(self) -> None:
+        # In the worker, after fork, read like the app reads it ($QWENGW_CONFIG): a config that
+        # went bad since start fails this worker's boot, as it would fail the app's.
+        self.cap = ConnectionCap(load_settings())
+        super().init_process()
 
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         peer = addr[0] if isinstance(addr, tuple) else None

@@ -6,8 +6,9 @@ traceback in gunicorn's log, and exactly one valid audit line (for audited route
 (``derandomize``) and bounded, so CI runs the same few thousand cases every time.
 
 **Adding an endpoint** is one entry in ``ENDPOINTS``: its method, a strategy for its path, a
-strategy for its body bytes, and the checker of the error shape it promises (``openai_error``,
-or ``anthropic_error`` for ``/v1/messages``).
+strategy for its body bytes, and the checkers of the error shape and of the stream it promises
+(``openai_error`` / ``openai_sse`` by default; ``anthropic_error`` / ``anthropic_sse`` for
+``/v1/messages``).
 
 Known bugs the generator finds in code owned elsewhere are listed in ``KNOWN_BUGS`` (a
 predicate on the body, so the property test skips them) and replayed as
@@ -20,7 +21,7 @@ import http.client
 import json
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -30,7 +31,14 @@ import yaml
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from qwengw.config import ConfigError, Settings, parse_listen, settings_from_dict, warnings
+from qwengw.config import (
+    ConfigError,
+    Settings,
+    UpstreamSettings,
+    parse_listen,
+    settings_from_dict,
+    warnings,
+)
 from tests.conftest import Gateway
 from tests.fakes.fake_ollama import MODELS, FakeOllama
 
@@ -66,6 +74,32 @@ def anthropic_error(status: int, body: Any) -> None:
     err = body["error"]
     assert isinstance(err, dict) and isinstance(err.get("type"), str)
     assert isinstance(err.get("message"), str) and err["message"]
+
+
+def openai_sse(data: bytes, check_error: Callable[[int, Any], None]) -> list[Any]:
+    """``data: {json}`` events ending with ``data: [DONE]``; an error is one event in the
+    endpoint's error shape."""
+    events = [ln[6:] for ln in data.split(b"\n") if ln.startswith(b"data: ")]
+    assert events and events[-1] == b"[DONE]", data[-300:]
+    parsed = [json.loads(e) for e in events[:-1]]
+    for e in parsed:
+        assert isinstance(e, dict), e
+        if "error" in e:
+            check_error(200, e)
+    return parsed
+
+
+def anthropic_sse(data: bytes, check_error: Callable[[int, Any], None]) -> list[Any]:
+    """``event: <type>`` / ``data: {"type": <type>, ...}`` pairs ending with ``message_stop``,
+    or with one ``error`` event in the Messages error shape."""
+    parsed = [json.loads(ln[6:]) for ln in data.split(b"\n") if ln.startswith(b"data: ")]
+    assert parsed and all(isinstance(e, dict) and "type" in e for e in parsed), data[-300:]
+    last = parsed[-1]
+    if last["type"] == "error":
+        check_error(200, last)
+    else:
+        assert last["type"] == "message_stop", last
+    return parsed
 
 
 # ----------------------------------------------------------------------------- generators
@@ -284,6 +318,7 @@ class Endpoint:
     paths: st.SearchStrategy[str]
     bodies: st.SearchStrategy[bytes]
     check_error: Callable[[int, Any], None] = openai_error
+    check_stream: Callable[[bytes, Callable[[int, Any], None]], list[Any]] = openai_sse
     examples: int = 100
     audited: bool = True  # /health writes no audit line
 
@@ -492,13 +527,7 @@ def check_answer(
     ctype = headers.get("content-type", "")
     if ctype.startswith("text/event-stream"):
         assert status == 200
-        events = [ln[6:] for ln in data.split(b"\n") if ln.startswith(b"data: ")]
-        assert events and events[-1] == b"[DONE]", data[-300:]
-        parsed = [json.loads(e) for e in events[:-1]]
-        errors = [e for e in parsed if "error" in e]
-        for e in errors:
-            ep.check_error(status, e)
-        return (errors and status or 200), parsed
+        return 200, ep.check_stream(data, ep.check_error)
     if status >= 400:
         assert ctype.startswith("application/json"), (status, ctype, data[:300])
         ep.check_error(status, json.loads(data))
@@ -511,7 +540,7 @@ def run_case(h: Harness, ep: Endpoint, method: str, path: str, body: bytes) -> N
     h.log.new()  # whatever an earlier (failed) case left behind
     status, headers, data = h.client.send(method, path, body)
     event(f"status {status}")  # --hypothesis-show-statistics: how deep the cases got
-    expected_status, events = check_answer(ep, status, headers, data)
+    _, events = check_answer(ep, status, headers, data)
     if ep.audited:
         rid = headers["x-request-id"]
         lines = h.audit.wait(rid)
@@ -624,15 +653,8 @@ CONFIG_SECTIONS: dict[str, dict[str, st.SearchStrategy[Any]]] = {
     },
     "audit": {"enabled": st.booleans(), "path": st.sampled_from(["-", "", "/tmp/x/audit.log"])},
     "upstream": {
-        name: st.floats(allow_nan=True, allow_infinity=True) | st.integers(-1, 1000)
-        for name in (
-            "connect_timeout",
-            "first_token_timeout",
-            "idle_timeout",
-            "failure_threshold",
-            "open_seconds",
-            "pool_size",
-        )
+        f.name: st.floats(allow_nan=True, allow_infinity=True) | st.integers(-1, 1000)
+        for f in fields(UpstreamSettings)
     },
     "metrics": {"enabled": st.booleans()},
 }

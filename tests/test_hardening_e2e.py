@@ -213,17 +213,18 @@ def test_ready_follows_the_storage(
     r = requests.get(gw.url + "/ready", timeout=5)
     assert r.status_code == 200 and r.json()["rate_limit_storage"]["reachable"] is True
     redis_server.stop()
-    deadline = time.monotonic() + 5
-    while requests.get(gw.url + "/ready", timeout=5).status_code != 503:
-        assert time.monotonic() < deadline, "/ready still says ready with Redis down"
-        time.sleep(0.2)
+    wait_ready(gw, 503)  # /ready asks the storage at most every 2 s per worker
     assert chat(gw).status_code == 503
     redis_server.start()
-    deadline = time.monotonic() + 5
-    while requests.get(gw.url + "/ready", timeout=5).status_code != 200:
-        assert time.monotonic() < deadline, "/ready did not recover with Redis"
-        time.sleep(0.2)
+    wait_ready(gw, 200)
     assert chat(gw).status_code == 200
+
+
+def wait_ready(gw: Gateway, status: int) -> None:
+    deadline = time.monotonic() + 5
+    while (r := requests.get(gw.url + "/ready", timeout=5)).status_code != status:
+        assert time.monotonic() < deadline, f"/ready still {r.status_code}: {r.text}"
+        time.sleep(0.2)
 
 
 def test_storage_down_failing_open_is_ready(start_gateway: Any, fake: FakeOllama) -> None:
