@@ -209,9 +209,10 @@ class GuardedBody:
     """A response body whose every write to the client must finish within ``seconds``.
 
     The server asks for the next piece only once the previous one is written, so a timer runs
-    from handing a piece over until the next request for one (and after the last, while the
-    server finishes). A client that stops reading trips it: ``on_stall`` runs, then the socket
-    is shut down, so the blocked write fails as if the client had left, quietly.
+    from handing a piece over until the next request for one. A client that stops reading
+    trips it: ``on_stall`` runs, then the socket is shut down, so the blocked write fails as if
+    the client had left, quietly. (Not guarded: the few bytes of a chunked terminator after the
+    last piece, which block only if the client stops reading exactly there.)
     """
 
     def __init__(
@@ -241,11 +242,7 @@ class GuardedBody:
         timer.stop()  # the previous piece is written
         if self._it is None:
             self._it = iter(self._body)
-        try:
-            item = next(self._it)
-        except StopIteration:
-            timer.start(self._fire)  # the server's last write (e.g. the chunked terminator)
-            raise
+        item = next(self._it)  # StopIteration ends it; the timer stays stopped
         if self._on_first is not None:
             self._on_first()
             self._on_first = None

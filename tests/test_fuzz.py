@@ -35,6 +35,7 @@ from qwengw.config import (
     ConfigError,
     Settings,
     UpstreamSettings,
+    hash_key,
     parse_listen,
     settings_from_dict,
     warnings,
@@ -43,6 +44,8 @@ from tests.conftest import Gateway
 from tests.fakes.fake_ollama import MODELS, FakeOllama
 
 pytestmark = pytest.mark.integration
+
+KEY = "sk-fuzz-key"
 
 
 def fuzz(examples: int) -> Callable[[Any], Any]:
@@ -305,6 +308,8 @@ def with_query(path: str) -> st.SearchStrategy[str]:
 
 MODEL_IDS = st.builds(lambda m: "/v1/models/" + quote(m, safe=":"), MODEL_NAMES.filter(bool))
 SEGMENT = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=8)
+# Header values as http.client sends them: latin-1, no line breaks.
+USER_IDS = st.text(st.characters(min_codepoint=32, max_codepoint=255, exclude_characters="\x7f"))
 UNKNOWN_PATHS = st.builds(lambda segs: "/" + "/".join(quote(s) for s in segs), st.lists(SEGMENT))
 
 
@@ -468,13 +473,22 @@ class Client:
         self.gw = gw
         self.conn: http.client.HTTPConnection | None = None
 
-    def send(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def send(
+        self, method: str, path: str, body: bytes, user: str = "fuzz"
+    ) -> tuple[int, dict[str, str], bytes]:
         for attempt in (0, 1):
             if self.conn is None:
                 self.conn = http.client.HTTPConnection("127.0.0.1", self.gw.port, timeout=20)
             try:
                 self.conn.request(
-                    method, path, body=body, headers={"Content-Type": "application/json"}
+                    method,
+                    path,
+                    body=body,
+                    headers={
+                        "Content-Type": "application/json",
+                        "Authorization": f"Bearer {KEY}",
+                        "X-User-Id": user,  # recorded in the audit line
+                    },
                 )
                 resp = self.conn.getresponse()
                 data = resp.read()
@@ -506,7 +520,17 @@ class Harness:
 def harness(fake_ollama: FakeOllama, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     fake_ollama.reset()
     gw = Gateway(
-        {"ollama_api": fake_ollama.url, "request": {"max_prompt_chars": 2000}},
+        {
+            "ollama_api": fake_ollama.url,
+            "request": {"max_prompt_chars": 2000},
+            # As a key holder: every generated request passes the gate and its limits.
+            "auth": {
+                "enabled": True,
+                "user_header": "X-User-Id",
+                "keys": [{"id": "fuzzer", "sha256": hash_key(KEY), "max_concurrent": 2}],
+            },
+            "rate_limit": {"enabled": True, "max_requests": 10**6, "window_seconds": 60},
+        },
         tmp_path_factory.mktemp("fuzz"),
         workers=1,
     ).start()
@@ -536,9 +560,11 @@ def check_answer(
     return status, []
 
 
-def run_case(h: Harness, ep: Endpoint, method: str, path: str, body: bytes) -> None:
+def run_case(
+    h: Harness, ep: Endpoint, method: str, path: str, body: bytes, user: str = "fuzz"
+) -> None:
     h.log.new()  # whatever an earlier (failed) case left behind
-    status, headers, data = h.client.send(method, path, body)
+    status, headers, data = h.client.send(method, path, body, user)
     event(f"status {status}")  # --hypothesis-show-statistics: how deep the cases got
     _, events = check_answer(ep, status, headers, data)
     if ep.audited:
@@ -559,10 +585,10 @@ def test_every_endpoint_survives_generated_requests(harness: Harness, ep: Endpoi
     methods = ep.method if isinstance(ep.method, st.SearchStrategy) else st.just(ep.method)
 
     @fuzz(ep.examples)
-    @given(method=methods, path=ep.paths, body=ep.bodies)
-    def case(method: str, path: str, body: bytes) -> None:
+    @given(method=methods, path=ep.paths, body=ep.bodies, user=USER_IDS)
+    def case(method: str, path: str, body: bytes, user: str) -> None:
         assume(known_bug(path, body) is None)
-        run_case(harness, ep, method, path, body)
+        run_case(harness, ep, method, path, body, user)
 
     case()
     harness.audit.poll()
@@ -699,7 +725,7 @@ def check_settings(s: Settings) -> None:
     warnings(s, s.workers)
 
 
-@fuzz(1000)
+@fuzz(800)
 @given(raw=config_docs())
 def test_config_loader_only_ever_raises_config_error(raw: Any) -> None:
     try:

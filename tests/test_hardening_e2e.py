@@ -118,11 +118,13 @@ def test_models_and_ready_flood_makes_few_upstream_calls(
 
 def test_ollama_down_models_flood_is_cached_too(start_gateway: Any) -> None:
     gw = start_gateway({"ollama_api": f"http://127.0.0.1:{free_port()}"})
+    started = time.monotonic()
     with requests.Session() as sess:
         statuses = {sess.get(gw.url + "/v1/models", timeout=5).status_code for _ in range(30)}
+    intervals = int((time.monotonic() - started) / 2.0) + 1
     assert statuses == {503}
-    # Each uncached call logs a connect failure; a 2 s cache leaves one or two.
-    assert gw.log().count("cannot connect to ollama-1") <= 3
+    # Each uncached call logs a connect failure: one per 2 s, not one per request.
+    assert 1 <= gw.log().count("cannot connect to ollama-1") <= intervals
 
 
 def conf_values(tmp_path: Path, config: dict[str, Any], **env: str) -> dict[str, Any]:
@@ -302,5 +304,5 @@ def test_surrogates_leave_a_valid_audit_line_and_no_traceback(
         timeout=10,
     )
     assert r.status_code == 404
-    gw.audit_for(r.headers["X-Request-Id"])
+    gw.audit_for(r.headers["X-Request-Id"], timeout=1)
     assert "Traceback" not in gw.log()
