@@ -99,6 +99,14 @@ def on_exit(server):
 def when_ready(server):
     _check_ollama(server, _settings)
     _check_storage(server, _settings)
+    rl, auth = _settings.rate_limit, _settings.auth
+    if max_requests and rl.storage.startswith("memory") and (rl.enabled or auth.enabled):
+        server.log.warning(
+            "workers are recycled every ~%d requests (QWENGW_MAX_REQUESTS) and each recycle "
+            "forgets the memory:// limits: a client able to send that many cheap requests can "
+            "reset them. Use redis:// storage, or QWENGW_MAX_REQUESTS=0.",
+            max_requests,
+        )
 
 
 def child_exit(server, worker):

@@ -158,7 +158,11 @@ def test_health_floods_neither_recycle_workers_nor_fill_the_audit_log(
     start_gateway: Any, fake: FakeOllama
 ) -> None:
     gw = start_gateway(
-        {"ollama_api": fake.url, "whitelist": {"enabled": True, "ips": ["10.0.0.0/8"]}},
+        {
+            "ollama_api": fake.url,
+            "whitelist": {"enabled": True, "ips": ["10.0.0.0/8"]},
+            "rate_limit": {"enabled": True},
+        },
         env={"QWENGW_MAX_REQUESTS": "30"},
     )
     with requests.Session() as sess:
@@ -171,6 +175,8 @@ def test_health_floods_neither_recycle_workers_nor_fill_the_audit_log(
             assert sess.get(gw.url + "/ready", timeout=5).status_code == 403
     time.sleep(0.3)
     assert "Autorestarting worker" in gw.log()  # other requests still count
+    # Asking for recycling with memory:// limits is allowed, and said to be risky.
+    assert "each recycle forgets the memory:// limits" in gw.log()
     assert len([r for r in gw.audit() if r["path"] == "/ready"]) == 40
 
 
