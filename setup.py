@@ -34,6 +34,8 @@ setup(
         "metrics": [],
         "test": [
             "pytest>=8",
+            # property-based tests of every endpoint and of the config loader (tests/test_fuzz.py)
+            "hypothesis>=6.100",
             "openai>=1.40",
             "trustme>=1.1",
             "redis>=5.0",

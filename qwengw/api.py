@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request
+from gunicorn.http.errors import ParseException
 
 from . import translate
 from .allowlist import client_ip, in_networks, parse_ip
 from .audit import AuditRecord
 from .auth import Identity, extract_keys
-from .disconnect import Watcher, watch
+from .disconnect import Watcher, deadline, guard_sends, watch
 from .errors import (
     ClientGone,
     Forbidden,
@@ -30,6 +31,7 @@ from .errors import (
     InvalidRequest,
     ModelNotFound,
     PayloadTooLarge,
+    RequestTimeout,
     Unauthorized,
     is_anthropic_path,
 )
@@ -61,6 +63,7 @@ class RequestCtx:
     identity: Identity | None = None
     decision_headers: dict[str, str] = field(default_factory=dict)
     slot: str | None = None  # identity holding an in-flight slot
+    slot_checked: bool = False
     upstream: UpstreamStream | None = None
     streaming: bool = False
     finished: bool = False
@@ -78,11 +81,26 @@ def _ctx() -> RequestCtx:
 
 
 def _json_dumps(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # A lone surrogate ("\\udc80" in the request, echoed back): escaped, still valid JSON.
+        return json.dumps(obj, separators=(",", ":")).encode()
 
 
 def _json_response(obj: Any, status: int = 200) -> Response:
     return Response(_json_dumps(obj), status=status, mimetype="application/json")
+
+
+class _Blueprint(Blueprint):
+    """Routes that never redirect: werkzeug answers ``/v1//models`` with a 308 whose HTML body
+    and ``Location`` (built from the client's ``Host``) are not ours to send. Without slash
+    merging such a path is a plain JSON 404."""
+
+    def add_url_rule(self, rule: str, *args: Any, **options: Any) -> None:
+        options.setdefault("merge_slashes", False)
+        super().add_url_rule(rule, *args, **options)
 
 
 def make_blueprint(*, whole_app: bool = False) -> Blueprint:
@@ -92,7 +110,7 @@ def make_blueprint(*, whole_app: bool = False) -> Blueprint:
     wrong methods included), as when the gateway is the whole app. Embedded in a host app,
     they cover only the gateway's routes.
     """
-    bp = Blueprint("qwengw", __name__)
+    bp = _Blueprint("qwengw", __name__)
     if whole_app:
         bp.before_app_request(_gate)
         bp.after_app_request(_finish)
@@ -164,26 +182,67 @@ def _gate() -> None:
     # A chunked body has no length to check up front: reading stops one byte past the limit,
     # and _json_body turns "more than the limit" into the same 413.
     request.max_content_length = max_body + 1
+    if endpoint in API_ENDPOINTS and request.method == "POST":
+        # The in-flight slot is held while the body arrives: a key cannot park more bodies
+        # than its concurrency allows (and none longer than client.body_timeout).
+        _limited(st, lambda: _take_slot(st, ctx))
+        _read_body(s.client.body_timeout)
+
+
+def _read_body(seconds: float) -> None:
+    """The whole body into the request's cache, within ``seconds`` (400 if its framing is bad)."""
+    try:
+        with deadline(request.environ, seconds, RequestTimeout(_BODY_TIMEOUT % seconds)):
+            request.get_data(cache=True)
+    except ParseException as exc:
+        # gunicorn's chunked-body errors (bad size, missing CRLF, forbidden trailer) are not
+        # OSError, so werkzeug would let them through as a 500. gunicorn closes the connection
+        # after this answer: where the next request starts is unknown.
+        raise InvalidRequest(
+            f"malformed request body ({type(exc).__name__}): check Transfer-Encoding: chunked"
+        ) from None
+
+
+_BODY_TIMEOUT = "the request body did not arrive within %gs"
 
 
 def _admit(st: GatewayState, ctx: RequestCtx) -> None:
-    """An in-flight slot, then the rate: per key, or per client IP when auth is off.
+    """An in-flight slot (taken in the gate already), then the rate: per key, or per client IP
+    when auth is off.
 
     The slot comes first so that a request refused for concurrency does not use up rate; a
     request then refused by the rate gives its slot back in ``_complete``.
     """
-    s = st.settings
-    identity = ctx.identity.key_id if ctx.identity else f"ip:{ctx.record.client_ip}"
+    _limited(st, lambda: _take_slot(st, ctx))
+    if st.settings.rate_limit.enabled:
+        _limited(st, lambda: _count_rate(st, ctx))
+
+
+def _identity(ctx: RequestCtx) -> str:
+    return ctx.identity.key_id if ctx.identity else f"ip:{ctx.record.client_ip}"
+
+
+def _take_slot(st: GatewayState, ctx: RequestCtx) -> None:
+    if ctx.slot is not None or ctx.slot_checked:
+        return
+    ctx.slot_checked = True
+    limit = (ctx.identity.max_concurrent if ctx.identity else None) or (
+        st.settings.rate_limit.max_concurrent
+    )
+    identity = _identity(ctx)
+    if st.limiter.acquire(identity, limit):
+        ctx.slot = identity
+
+
+def _count_rate(st: GatewayState, ctx: RequestCtx) -> None:
+    decision = st.limiter.hit(_identity(ctx), ctx.identity.key_id if ctx.identity else None)
+    if decision:
+        ctx.decision_headers = decision.headers()
+
+
+def _limited(st: GatewayState, step: Any) -> None:
     try:
-        limit = (
-            ctx.identity.max_concurrent if ctx.identity else None
-        ) or s.rate_limit.max_concurrent
-        if st.limiter.acquire(identity, limit):
-            ctx.slot = identity
-        if s.rate_limit.enabled:
-            decision = st.limiter.hit(identity, ctx.identity.key_id if ctx.identity else None)
-            if decision:
-                ctx.decision_headers = decision.headers()
+        step()
     except GatewayError as err:
         if err.status == 429:
             st.metrics.rate_limited(err.code or "rate_limit_exceeded")
@@ -226,8 +285,29 @@ def _finish(resp: Response) -> Response:
             if isinstance(err, dict):
                 ctx.record.error_code = err.get("code")
     st = _state()
+    if not resp.direct_passthrough:
+        resp.response = guard_sends(
+            request.environ,
+            resp.response,
+            st.settings.client.send_timeout,
+            on_stall=lambda: _client_stalled(ctx),
+            on_first=lambda: _response_started(ctx),
+        )
     resp.call_on_close(lambda: _complete(st, ctx))
     return resp
+
+
+def _response_started(ctx: RequestCtx) -> None:
+    if ctx.watcher is not None:
+        ctx.watcher.response_started()
+
+
+def _client_stalled(ctx: RequestCtx) -> None:
+    """The client stopped reading (client.send_timeout): cancelled exactly as if it had left."""
+    ctx.client_gone = True
+    _stop_watching(ctx)
+    if ctx.upstream is not None:
+        ctx.upstream.abort()
 
 
 def _complete(st: GatewayState, ctx: RequestCtx) -> None:
@@ -248,7 +328,7 @@ def _complete(st: GatewayState, ctx: RequestCtx) -> None:
         st.tokens.observe(rec.model, rec.prompt_chars, rec.prompt_tokens)
     rec.duration_ms = round((time.perf_counter() - ctx.started) * 1000, 2)
     st.metrics.request_finished(rec)
-    if st.audit is not None:
+    if st.audit is not None:  # it leaves housekeeping out unless audit.housekeeping is on
         st.audit.write(rec)
 
 
@@ -256,6 +336,7 @@ def _complete(st: GatewayState, ctx: RequestCtx) -> None:
 
 
 def _json_body() -> Any:
+    _read_body(_state().settings.client.body_timeout)  # read in the gate already: cached
     data = request.get_data(cache=True)
     if not data:
         raise InvalidRequest("the request body is required (JSON)")
@@ -491,12 +572,16 @@ def embeddings() -> Response:
 
 def _model_list() -> list[dict[str, Any]]:
     st = _state()
-    models = st.settings.models
+    client, models = st.client, st.settings.models
     if not models:
-        return translate.models_list(st.client.call_json("GET", "/api/tags", read_timeout=10), {})
+        tags = client.cached("tags", lambda: client.call_json("GET", "/api/tags", read_timeout=10))
+        return translate.models_list(tags, {})
     try:  # only for the `created` dates: the list itself comes from the config
-        tags = st.client.call_json(
-            "GET", "/api/tags", read_timeout=st.settings.upstream.connect_timeout
+        tags = client.cached(
+            "tags-dates",
+            lambda: client.call_json(
+                "GET", "/api/tags", read_timeout=st.settings.upstream.connect_timeout
+            ),
         )
     except GatewayError:
         tags = {"models": []}
@@ -522,7 +607,7 @@ def ready() -> Response:
     st = _state()
     hosts = []
     available: set[str] = set()
-    for host, tags in st.client.probe():
+    for host, tags in st.client.cached("probe", st.client.probe):
         hosts.append(
             {"upstream": host.label, "reachable": tags is not None, "circuit": host.breaker.state}
         )
@@ -537,7 +622,22 @@ def ready() -> Response:
         if internal not in available and internal.removesuffix(":latest") not in available
     ]
     ok = any(h["reachable"] for h in hosts) and not missing
-    body = {"status": "ready" if ok else "not_ready", "upstreams": hosts, "missing_models": missing}
+    body: dict[str, Any] = {
+        "status": "ready",
+        "upstreams": hosts,
+        "missing_models": missing,
+    }
+    limiter = st.limiter
+    if limiter.in_use and limiter.remote:
+        # Limits in an unreachable storage fail closed (503 to every limited request) or
+        # open (no limits): either way a load balancer should know.
+        reachable = limiter.storage_problem() is None
+        body["rate_limit_storage"] = {
+            "reachable": reachable,
+            "on_error": "open" if limiter.fail_open else "closed",
+        }
+        ok = ok and (reachable or limiter.fail_open)
+    body["status"] = "ready" if ok else "not_ready"
     return _json_response(body, 200 if ok else 503)
 
 

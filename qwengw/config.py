@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -84,6 +85,18 @@ class RequestSettings:
 
 
 @dataclass(frozen=True)
+class ClientSettings:
+    """How long the gateway waits on one client, and how many connections one may hold.
+
+    Request headers are bounded by gunicorn's keep-alive timer (5 s, see gunicorn_conf.py).
+    """
+
+    body_timeout: float = 30.0  # whole request body, from the end of the headers → 408
+    send_timeout: float = 60.0  # one write to the client blocked this long → cancelled (499)
+    max_connections: int = 250  # open connections per client address per worker; 0 = no cap
+
+
+@dataclass(frozen=True)
 class AuditSettings:
     enabled: bool = True
     path: str = "-"
@@ -117,6 +130,7 @@ class Settings:
     whitelist: WhitelistSettings = WhitelistSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
     request: RequestSettings = RequestSettings()
+    client: ClientSettings = ClientSettings()
     audit: AuditSettings = AuditSettings()
     upstream: UpstreamSettings = UpstreamSettings()
     metrics: MetricsSettings = MetricsSettings()
@@ -200,6 +214,8 @@ def _names(kinds: tuple[type, ...]) -> str:
 
 
 def _positive(value: Any) -> str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"  # YAML's .inf / .nan
     return None if value > 0 else "must be greater than 0"
 
 
@@ -387,6 +403,39 @@ def _storage_uri(value: str) -> str | None:
     return None
 
 
+def redact_uri(uri: str) -> str:
+    """A storage URI fit for logs: no user name or password, no query string."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return uri
+    netloc, slash, path = rest.partition("/")
+    return f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path.split('?', 1)[0]}"
+
+
+_HOST_PORT = re.compile(r"\[(?P<v6>[^\]]+)\](?::(?P<p6>\d+))?|(?P<host>[^:]+)(?::(?P<port>\d+))?")
+
+
+def storage_endpoints(uri: str) -> list[tuple[str, int] | str]:
+    """Where a storage URI points: ``(host, port)`` pairs, or a Unix socket path.
+
+    ``memory://`` points nowhere; sentinel and cluster URIs list several hosts.
+    """
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme == "memory":
+        return []
+    if scheme.endswith("+unix"):
+        return [urlsplit(uri).path]
+    default_port = 26379 if scheme.endswith("+sentinel") else 6379
+    out: list[tuple[str, int] | str] = []
+    for hostport in rest.partition("/")[0].rpartition("@")[2].split(","):
+        m = _HOST_PORT.fullmatch(hostport)
+        if m:
+            host = m.group("v6") or m.group("host")
+            port = m.group("p6") or m.group("port")
+            out.append((host, int(port) if port else default_port))
+    return out
+
+
 def _rate_limit(ck: _Checker, raw: Any) -> RateLimitSettings:
     p = "rate_limit"
     d = ck.section(
@@ -425,6 +474,17 @@ def _request(ck: _Checker, raw: Any) -> RequestSettings:
     d = ck.section(raw, p, set(names))
     return RequestSettings(
         **{n: ck.get(d, p, n, int, getattr(defaults, n), _positive) for n in names}
+    )
+
+
+def _client(ck: _Checker, raw: Any) -> ClientSettings:
+    p = "client"
+    d = ck.section(raw, p, {"body_timeout", "send_timeout", "max_connections"})
+    num = (int, float)
+    return ClientSettings(
+        body_timeout=ck.get(d, p, "body_timeout", num, 30.0, _positive),
+        send_timeout=ck.get(d, p, "send_timeout", num, 60.0, _positive),
+        max_connections=ck.get(d, p, "max_connections", int, 250, _non_negative),
     )
 
 
@@ -515,6 +575,7 @@ TOP_LEVEL = {
     "whitelist",
     "rate_limit",
     "request",
+    "client",
     "audit",
     "upstream",
     "metrics",
@@ -589,6 +650,7 @@ def settings_from_dict(
         whitelist=_whitelist(ck, d.get("whitelist")),
         rate_limit=_rate_limit(ck, d.get("rate_limit")),
         request=_request(ck, d.get("request")),
+        client=_client(ck, d.get("client")),
         audit=_audit(ck, d.get("audit")),
         upstream=_upstream(ck, d.get("upstream")),
         metrics=MetricsSettings(enabled=ck.get(metrics_raw, "metrics", "enabled", bool, True)),

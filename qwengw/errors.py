@@ -89,6 +89,14 @@ class ModelNotFound(NotFound):
         super().__init__(f"The model '{model}' does not exist", param="model")
 
 
+class RequestTimeout(GatewayError):
+    """The client did not send its whole request body in time (``client.body_timeout``)."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"

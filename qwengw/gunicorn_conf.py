@@ -14,7 +14,15 @@ import tempfile
 from importlib.util import find_spec
 from urllib.parse import urlsplit
 
-from qwengw.config import ENV_WARNINGS_SAID, ConfigError, Settings, apply_environment, load_settings
+from qwengw.config import (
+    ENV_WARNINGS_SAID,
+    ConfigError,
+    Settings,
+    apply_environment,
+    load_settings,
+    redact_uri,
+    storage_endpoints,
+)
 from qwengw.config import warnings as config_warnings
 
 try:
@@ -25,11 +33,13 @@ except ConfigError as _err:
     raise SystemExit(2) from None
 
 bind = _settings.listen
-worker_class = "gevent"
+# gunicorn's gevent worker, plus a per-address connection cap and /health not counting toward
+# max_requests (qwengw/worker.py).
+worker_class = "qwengw.worker.Worker"
 workers = _settings.workers
 os.environ["QWENGW_WORKERS"] = str(workers)  # lets the app warn about per-worker memory limits
 os.environ[ENV_WARNINGS_SAID] = "1"  # the master says the config warnings once (when_ready)
-worker_connections = 1000
+worker_connections = 1000  # per worker; one client address gets client.max_connections of it
 backlog = 2048
 timeout = 30  # gevent: a hub-liveness watchdog, not a request timeout
 # SIGTERM / reload: in-flight streams get this long to finish.
@@ -37,11 +47,25 @@ graceful_timeout = int(os.environ.get("QWENGW_GRACEFUL_TIMEOUT", "130"))
 # Idle keep-alive connections are closed after 5 s. Short, because gunicorn's graceful stop
 # waits for idle keep-alive connections too (a restart would otherwise hang for up to this
 # long); nginxgen sets the gateway upstream's keepalive_timeout to 4 s, so Nginx closes first.
+# The same timer bounds how long a request's line and headers may take to arrive (slowloris):
+# gunicorn's gevent worker wraps the whole header read in it, the first request included.
 keepalive = 5
-# Recycle workers now and then so a slow leak cannot grow without bound; jitter avoids
-# all workers restarting at once.
-max_requests = int(os.environ.get("QWENGW_MAX_REQUESTS", "20000"))
+# Recycling workers after N requests bounds a slow leak, but a recycled worker forgets every
+# memory:// counter (rates, in-flight slots, failed-auth counts): anyone able to send N cheap
+# requests could reset the limits at will. So no recycling with memory:// storage unless asked
+# for; with Redis the counters survive a recycle. Jitter keeps workers from restarting together.
+_default_max_requests = "0" if _settings.rate_limit.storage.startswith("memory") else "20000"
+max_requests = int(os.environ.get("QWENGW_MAX_REQUESTS", _default_max_requests))
 max_requests_jitter = max_requests // 10
+# Only the configured trusted proxies may set forwarding headers gunicorn acts on
+# (X-Forwarded-Proto for the URL scheme), and no header may rewrite the WSGI routing
+# variables: gunicorn's default believes SCRIPT_NAME / PATH_INFO headers from 127.0.0.1, and a
+# SCRIPT_NAME that is not a prefix of the path was a 500 "Configuration problem" page.
+# header_map "drop": a header with "_" in its name is dropped, not mapped or refused.
+forwarded_allow_ips = ",".join(str(net) for net in _settings.whitelist.trusted_proxies)
+forwarder_headers = ""
+header_map = "drop"
+secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 control_socket_disable = True  # one per instance would clash between instances on one host
 accesslog = None  # the audit log is the access log
@@ -78,6 +102,15 @@ def when_ready(server):
     for warning in config_warnings(_settings, workers):
         server.log.warning("%s", warning)
     _check_ollama(server, _settings)
+    _check_storage(server, _settings)
+    rl, auth = _settings.rate_limit, _settings.auth
+    if max_requests and rl.storage.startswith("memory") and (rl.enabled or auth.enabled):
+        server.log.warning(
+            "workers are recycled every ~%d requests (QWENGW_MAX_REQUESTS) and each recycle "
+            "forgets the memory:// limits: a client able to send that many cheap requests can "
+            "reset them. Use redis:// storage, or QWENGW_MAX_REQUESTS=0.",
+            max_requests,
+        )
 
 
 def post_worker_init(worker):
@@ -140,3 +173,37 @@ def _refuse_busy_address(server) -> None:
                     why,
                 )
                 sys.exit(1)
+
+
+def _check_storage(server, settings: Settings) -> None:
+    """Say at start-up when the rate-limit storage cannot be reached (the gateway still starts)."""
+    rl = settings.rate_limit
+    uri = redact_uri(rl.storage)  # never a password in the log
+    reason = None
+    for where in storage_endpoints(rl.storage):  # nothing for memory://
+        try:
+            if isinstance(where, str):
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                    sock.settimeout(2)
+                    sock.connect(where)
+            else:
+                socket.create_connection(where, timeout=2).close()
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+        else:
+            server.log.info("rate-limit storage reachable at %s", uri)
+            return
+    if reason is None:
+        return
+    consequence = (
+        "requests that need it get 503 service_unavailable until it is "
+        "(rate_limit.on_storage_error: closed)"
+        if rl.on_storage_error == "closed"
+        else "limits are not enforced until it is (rate_limit.on_storage_error: open)"
+    )
+    server.log.warning(
+        "rate-limit storage is not reachable at %s (%s): %s; /ready reports it.",
+        uri,
+        reason,
+        consequence,
+    )

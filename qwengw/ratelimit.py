@@ -18,12 +18,13 @@ from limits.errors import StorageError
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from .config import AuthSettings, RateLimitSettings
+from .config import AuthSettings, RateLimitSettings, redact_uri
 from .errors import RateLimited, ServiceUnavailable
 
 log = logging.getLogger("qwengw.ratelimit")
 
 CONCURRENCY_TTL = 3600  # a crashed worker's in-flight count expires after this
+HEALTH_CACHE_SECONDS = 2.0  # /ready asks the storage at most this often per worker
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,13 @@ def _storage_options(uri: str) -> dict[str, float | bool | object]:
     return opts
 
 
+def _reason(exc: BaseException) -> str:
+    """Why a storage call failed, in a few words (never a URI or a password)."""
+    cause = getattr(exc, "storage_error", None) or exc
+    text = str(cause).splitlines()[0][:200] if str(cause) else ""
+    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+
+
 def _inflight_key(identity: str) -> str:
     return f"qwengw/inflight/{identity}"
 
@@ -85,8 +93,18 @@ class Limiter:
         self.key_items = {k.id: parse_many(k.rate_limit) for k in auth.keys if k.rate_limit}
         self.auth_item = RateLimitItemPerSecond(auth.max_failures, auth.failure_window_seconds)
         self.fail_open = rl.on_storage_error == "open"
+        self.uri = redact_uri(rl.storage)
+        self.remote = not rl.storage.startswith("memory")
+        # Anything that counts: rates, in-flight slots, failed authentication.
+        self.in_use = bool(
+            rl.enabled
+            or rl.max_concurrent
+            or auth.enabled
+            or any(k.max_concurrent or k.rate_limit for k in auth.keys)
+        )
         self._down_until = 0.0
         self._storage_was_down = False
+        self._health: tuple[float, str | None] = (0.0, None)
 
     # -- storage health: pause briefly after a failure, so that a hung Redis costs one timeout,
     # not one per request
@@ -96,19 +114,51 @@ class Limiter:
             raise StorageError(ConnectionError("storage marked down"))
         try:
             result = fn()
-        except StorageError:
+        except StorageError as exc:
             self._down_until = time.monotonic() + 1.0
-            if not self._storage_was_down:
-                log.error(
-                    "rate-limit storage unavailable; failing %s",
-                    "open" if self.fail_open else "closed",
-                )
-            self._storage_was_down = True
+            self._note_down(_reason(exc))
             raise
-        if self._storage_was_down:
-            log.warning("rate-limit storage is back")
-            self._storage_was_down = False
+        self._note_up()
         return result
+
+    def _note_down(self, reason: str) -> None:
+        if not self._storage_was_down:
+            log.error(
+                "rate-limit storage %s unavailable (%s); failing %s",
+                self.uri,
+                reason,
+                "open: limits are not enforced" if self.fail_open else "closed: 503 to clients",
+            )
+        self._storage_was_down = True
+
+    def _note_up(self) -> None:
+        if self._storage_was_down:
+            log.warning("rate-limit storage %s is back", self.uri)
+            self._storage_was_down = False
+
+    def storage_problem(self) -> str | None:
+        """None when the storage answers (or is in-process); else why not. For /ready."""
+        if not self.remote:
+            return None
+        until, problem = self._health
+        now = time.monotonic()
+        if now < until:
+            return problem
+        problem = None
+        try:
+            connection = getattr(self.storage, "get_connection", None)
+            if connection is not None:
+                connection().ping()  # the real error, where check() would only say False
+            elif not self.storage.check():
+                problem = "health check failed"
+        except Exception as exc:  # whatever the client library raises: it is down for us
+            problem = _reason(exc)
+        if problem is None:
+            self._note_up()
+        else:
+            self._note_down(problem)
+        self._health = (time.monotonic() + HEALTH_CACHE_SECONDS, problem)
+        return problem
 
     def _storage_failed(self) -> None:
         if not self.fail_open:

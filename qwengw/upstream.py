@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +43,11 @@ from .errors import (
 log = logging.getLogger("qwengw.upstream")
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+# /v1/models and /ready need Ollama's model list but no key and no rate: an answer (or a
+# failure) is reused this long, so a flood of them makes at most one call per interval per
+# worker instead of one per request.
+LIST_CACHE_SECONDS = 2.0
 
 
 class CircuitBreaker:
@@ -193,24 +198,32 @@ OUTCOMES = {
 }
 
 
-def _scrub(message: str, names: Mapping[str, str]) -> str:
-    """Replace upstream model names in an upstream message with the public ones."""
-    # Longest names first: "qwen3" must not rewrite the inside of "qwen3:32b".
-    for public, internal in sorted(names.items(), key=lambda kv: len(kv[1]), reverse=True):
-        message = message.replace(internal, public)
-    return re.sub(r"https?://\S+", "<upstream>", message)
+def _logged(text: Any) -> str:
+    """Ollama's own words, for the log only: one line, bounded."""
+    return repr(str(text)[:500])
+
+
+def _context_error(message: str) -> bool:
+    low = message.lower()
+    return "context length" in low or "input length" in low or "too long" in low
 
 
 class UpstreamStream:
     """An open streaming answer: iterate parsed NDJSON lines; ``close()`` frees Ollama."""
 
     def __init__(
-        self, client: OllamaClient, host: Host, resp: urllib3.BaseHTTPResponse, started: float
+        self,
+        client: OllamaClient,
+        host: Host,
+        resp: urllib3.BaseHTTPResponse,
+        started: float,
+        request_id: str | None = None,
     ) -> None:
         self.client = client
         self.host = host
         self.resp = resp
         self.started = started
+        self.request_id = request_id
         self.closed = False
         self.completed = False
         self.aborted = False
@@ -281,9 +294,18 @@ class UpstreamStream:
         if not isinstance(line, dict):
             raise self._failed("bad_line", "the model server sent a malformed answer")
         if "error" in line:
-            # Ollama's text may name files and hosts: it goes to the log, not to the client.
-            log.warning("%s: error line mid-answer: %s", self.host.label, str(line["error"])[:500])
-            raise self._failed("stream_error", "the model failed while generating")
+            # Ollama's text may name runner paths, devices or internal models: log only.
+            log.warning(
+                "%s sent an error line (request %s): %s",
+                self.host.label,
+                self.request_id,
+                _logged(line["error"]),
+            )
+            raise self._failed(
+                "stream_error",
+                "the model failed while generating its answer; retry, or report request id "
+                f"{self.request_id} to the operator",
+            )
         return line
 
     def abort(self) -> None:
@@ -326,6 +348,33 @@ class OllamaClient:
 
     def __post_init__(self) -> None:
         self.hosts = [self._host(i, url) for i, url in enumerate(self.urls)]
+        self._cache: dict[str, tuple[float, Any, GatewayError | None]] = {}
+        self._cache_locks: dict[str, threading.Lock] = {}
+
+    def cached(self, key: str, fetch: Callable[[], Any]) -> Any:
+        """``fetch()``'s answer or error, reused for ``LIST_CACHE_SECONDS``.
+
+        Callers arriving while a fetch is under way wait for it rather than start their own.
+        """
+        entry = self._fresh(key)
+        if entry is None:
+            with self._cache_locks.setdefault(key, threading.Lock()):
+                entry = self._fresh(key)  # filled while we waited?
+                if entry is None:
+                    try:
+                        value, error = fetch(), None
+                    except GatewayError as err:
+                        value, error = None, err
+                    entry = (self.clock() + LIST_CACHE_SECONDS, value, error)
+                    self._cache[key] = entry
+        _, value, error = entry
+        if error is not None:
+            raise error.with_traceback(None) from None  # shared: keep its traceback short
+        return value
+
+    def _fresh(self, key: str) -> tuple[float, Any, GatewayError | None] | None:
+        entry = self._cache.get(key)
+        return entry if entry is not None and self.clock() < entry[0] else None
 
     def _host(self, i: int, url: str) -> Host:
         label = host_label(i)
@@ -433,7 +482,7 @@ class OllamaClient:
                 raise
             if resp.status >= 400:
                 host.inflight -= 1
-                err, kind = self._status_error(host, resp, public_model)
+                err, kind = self._status_error(host, resp, public_model, request_id)
                 self.done(host, OUTCOMES[kind], started)
                 raise err
             # Ollama answered: it is healthy again (a long first stream must not keep the
@@ -442,20 +491,28 @@ class OllamaClient:
             return host, resp, started
 
     def _status_error(
-        self, host: Host, resp: urllib3.BaseHTTPResponse, public_model: str | None
+        self,
+        host: Host,
+        resp: urllib3.BaseHTTPResponse,
+        public_model: str | None,
+        request_id: str | None,
     ) -> tuple[GatewayError, str]:
-        """The error for the client, and the failure kind (a key of OUTCOMES)."""
+        """Ollama's error answer as a fixed message per class (its own text goes to the log),
+        and the failure kind (a key of OUTCOMES)."""
         raw = resp.read(65536)
         resp.release_conn()
         try:
             message = str(json.loads(raw).get("error", ""))
         except (ValueError, AttributeError):
-            message = raw.decode("utf-8", "replace").strip()[:300]
-        message = _scrub(message, self.model_names) or f"upstream status {resp.status}"
+            message = raw.decode("utf-8", "replace").strip()
         status = resp.status
+        log.warning(
+            "%s answered %d (request %s): %s", host.label, status, request_id, _logged(message)
+        )
+        public = public_model or "unknown"
         if status == 404:
             host.breaker.success()
-            return ModelNotFound(public_model or "unknown"), "not_found"
+            return ModelNotFound(public), "not_found"
         if status == 503:
             # Ollama's queue is full: load shedding, not ill health; the breaker is not fed.
             host.breaker.release()
@@ -468,19 +525,30 @@ class OllamaClient:
         if status >= 500:
             host.breaker.failure()
             self.events.upstream_error(host.label, "http_5xx")
-            return UpstreamError(f"the model server failed: {message}"), "http_5xx"
+            return UpstreamError(
+                "the model server failed to handle this request; retry, or report request id "
+                f"{request_id} to the operator"
+            ), "http_5xx"
         host.breaker.success()
         self.events.upstream_error(host.label, "http_4xx")
-        # Ollama's text names registry paths and files: the client gets a fixed message per
-        # class, the log gets the text.
-        log.warning("%s answered %d: %s", host.label, status, message[:500])
-        for marker, code, param, text in UPSTREAM_REFUSALS:
-            if marker in message:
-                return InvalidRequest(text, param=param, code=code, status=400), "http_4xx"
-        err = InvalidRequest(
-            "the model server rejected the request", code="upstream_rejected", status=status
-        )
-        return err, "http_4xx"
+        if status == 400:
+            for marker, code, param, text in UPSTREAM_REFUSALS:
+                if marker in message:
+                    return InvalidRequest(text, param=param, code=code), "http_4xx"
+            if _context_error(message):
+                return InvalidRequest(
+                    f"the input is longer than the context window of the model '{public}'",
+                    code="context_length_exceeded",
+                ), "http_4xx"
+            return InvalidRequest(
+                f"the model server rejected the request for the model '{public}'",
+                code="upstream_rejected",
+            ), "http_4xx"
+        # 401/403/405/413/...: how the gateway talks to Ollama is wrong, not the client's request.
+        return UpstreamError(
+            f"the model server refused the gateway's request (HTTP {status}); report request "
+            f"id {request_id} to the operator"
+        ), "http_4xx"
 
     def stream_chat(
         self, payload: dict[str, Any], *, request_id: str | None, public_model: str
@@ -503,7 +571,7 @@ class OllamaClient:
         sock = getattr(conn, "sock", None)
         if sock is not None:
             sock.settimeout(self.settings.idle_timeout)
-        return UpstreamStream(self, host, resp, started)
+        return UpstreamStream(self, host, resp, started, request_id)
 
     def call_json(
         self,

@@ -13,7 +13,9 @@ from qwengw.config import (
     Settings,
     hash_key,
     load_settings,
+    redact_uri,
     settings_from_dict,
+    storage_endpoints,
     warnings,
 )
 
@@ -161,3 +163,37 @@ def test_audit_housekeeping_setting() -> None:
     with pytest.raises(ConfigError) as e:
         settings_from_dict({"audit": {"housekeeping": "yes"}})
     assert e.value.problems == ["audit.housekeeping: expected true or false, got a string"]
+
+
+def test_client_section() -> None:
+    s = load_settings({})
+    assert (s.client.body_timeout, s.client.send_timeout, s.client.max_connections) == (30, 60, 250)
+    s = load_settings({"client": {"body_timeout": 5, "send_timeout": 1.5, "max_connections": 0}})
+    assert s.client.body_timeout == 5.0 and isinstance(s.client.body_timeout, float)
+    with pytest.raises(ConfigError) as err:
+        settings_from_dict({"client": {"body_timeout": float("inf"), "max_connections": -1}})
+    assert err.value.problems == [
+        "client.body_timeout: must be a finite number",
+        "client.max_connections: must be 0 or more",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown", "endpoints"),
+    [
+        ("memory://", "memory://", []),
+        ("redis://:s3cret@10.0.0.5:6380/1", "redis://10.0.0.5:6380/1", [("10.0.0.5", 6380)]),
+        ("rediss://user:pw@cache/0?ssl_cert_reqs=none", "rediss://cache/0", [("cache", 6379)]),
+        ("redis+unix://:pw@/run/r.sock?db=2", "redis+unix:///run/r.sock", ["/run/r.sock"]),
+        (
+            "redis+sentinel://:pw@s1:26379,[::1]/main",
+            "redis+sentinel://s1:26379,[::1]/main",
+            [("s1", 26379), ("::1", 26379)],
+        ),
+    ],
+)
+def test_storage_uris_for_logs_and_start_up_checks(
+    uri: str, shown: str, endpoints: list[object]
+) -> None:
+    assert redact_uri(uri) == shown
+    assert storage_endpoints(uri) == endpoints

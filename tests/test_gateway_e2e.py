@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -392,12 +393,13 @@ def test_error_after_stream_started(client: openai.OpenAI, gw: Gateway, fake: Fa
     )
     assert events[-1] == "[DONE]"
     errors = [e for e in events if isinstance(e, dict) and "error" in e]
-    assert len(errors) == 1
-    assert errors[0]["error"]["message"] == "the model failed while generating"
+    # A fixed message: Ollama's own text stays in the gateway's log.
+    assert len(errors) == 1 and "failed while generating" in errors[0]["error"]["message"]
+    assert "while running the model" not in json.dumps(events)
     stream = client.chat.completions.create(
         model=PUBLIC, stream=True, messages=[{"role": "user", "content": "x"}]
     )
-    with pytest.raises(openai.APIError, match="the model failed while generating"):
+    with pytest.raises(openai.APIError, match="failed while generating"):
         list(stream)
 
 
@@ -408,8 +410,11 @@ def test_health_and_ready(gw: Gateway, fake: FakeOllama) -> None:
     assert r.json()["missing_models"] == ["ghost"]
     assert "not-pulled" not in r.text and "127.0.0.1" not in r.text
     fake.state.models.append("not-pulled:1b")
-    r = requests.get(gw.url + "/ready", timeout=5)
-    assert r.status_code == 200 and r.json()["status"] == "ready"
+    deadline = time.monotonic() + 5  # Ollama's model list is reused for 2 s
+    while (r := requests.get(gw.url + "/ready", timeout=5)).status_code != 200:
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.2)
+    assert r.json()["status"] == "ready"
 
 
 def test_request_id_is_echoed_and_sent_upstream(client: openai.OpenAI, fake: FakeOllama) -> None:

@@ -297,7 +297,7 @@ def test_storage_down_and_back(
     while post(gw)[0] != 200:
         assert time.monotonic() < deadline, "gateway did not recover when Redis came back"
         time.sleep(0.2)
-    assert "rate-limit storage unavailable" in gw.log()
+    assert f"rate-limit storage {redis_server.url} unavailable (ConnectionError" in gw.log()
 
 
 # ----------------------------------------------------------------------------- request limits

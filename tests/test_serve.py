@@ -68,7 +68,8 @@ def test_binds_to_configured_listen_with_gevent_workers(
         )
         assert r.status_code == 200
         text = log.read_text()
-        assert "Using worker: gevent" in text and text.count("Booting worker") == 2
+        # gunicorn's gevent worker, with the gateway's per-address connection cap on top.
+        assert "Using worker: qwengw.worker.Worker" in text and text.count("Booting worker") == 2
         assert "MonkeyPatchWarning" not in text  # nothing imported ssl/urllib3 before patching
         assert "Ollama reachable" in text
         idle = requests.Session()  # an idle keep-alive connection, as Nginx keeps them
