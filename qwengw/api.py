@@ -160,8 +160,6 @@ def _gate() -> None:
     if s.whitelist.enabled and not in_networks(ip, s.whitelist.ips):
         raise Forbidden("ip not allowed", code="ip_not_allowed")
     if endpoint in API_ENDPOINTS and s.auth.enabled:
-        ip_key = record.client_ip or "unknown"
-        st.limiter.auth_blocked(ip_key)
         names = [s.auth.header_key]
         if is_anthropic_path(request.path) and s.auth.header_key.lower() != "x-api-key":
             names.append("x-api-key")  # what the Anthropic SDKs send with an API key
@@ -169,24 +167,31 @@ def _gate() -> None:
             presented = extract_keys(request.headers, names)
             ctx.identity = st.keyring.authenticate(presented, names)
         except Unauthorized:
-            st.limiter.auth_failed(ip_key)
+            # A 429 instead when this IP has failed too often already.
+            _limited(st, lambda: st.limiter.auth_failed(_auth_ip(ctx)))
             st.metrics.auth_rejected()
             raise
         record.key_id = ctx.identity.key_id
         if s.auth.user_header:
             user = request.headers.get(s.auth.user_header)
             record.user = user[:128] if user else None
+    api = endpoint in API_ENDPOINTS
     max_body = s.request.max_body_bytes
     if request.content_length is not None and request.content_length > max_body:
+        if api:
+            _limited(st, lambda: _check_caller(st, ctx, slot=False))  # a blocked IP hears 429
         raise PayloadTooLarge(f"request body too large, max {max_body} bytes")
     # A chunked body has no length to check up front: reading stops one byte past the limit,
     # and _json_body turns "more than the limit" into the same 413.
     request.max_content_length = max_body + 1
-    if endpoint in API_ENDPOINTS and request.method == "POST":
-        # The in-flight slot is held while the body arrives: a key cannot park more bodies
-        # than its concurrency allows (and none longer than client.body_timeout).
-        _limited(st, lambda: _take_slot(st, ctx))
-        _read_body(s.client.body_timeout)
+    if api:
+        # One storage round trip: the failed-auth block, and for a POST the in-flight slot,
+        # held while the body arrives: a key cannot park more bodies than its concurrency
+        # allows (and none longer than client.body_timeout).
+        post = request.method == "POST"
+        _limited(st, lambda: _check_caller(st, ctx, slot=post))
+        if post:
+            _read_body(s.client.body_timeout)
 
 
 def _read_body(seconds: float) -> None:
@@ -207,13 +212,9 @@ _BODY_TIMEOUT = "the request body did not arrive within %gs"
 
 
 def _admit(st: GatewayState, ctx: RequestCtx) -> None:
-    """An in-flight slot (taken in the gate already), then the rate: per key, or per client IP
-    when auth is off.
-
-    The slot comes first so that a request refused for concurrency does not use up rate; a
-    request then refused by the rate gives its slot back in ``_complete``.
-    """
-    _limited(st, lambda: _take_slot(st, ctx))
+    """The rate, per key (per client IP when auth is off), once the request is known to be
+    valid. Its in-flight slot was taken in the gate, so a request refused for concurrency does
+    not use up rate; a request refused by the rate gives its slot back in ``_complete``."""
     if st.settings.rate_limit.enabled:
         _limited(st, lambda: _count_rate(st, ctx))
 
@@ -222,15 +223,23 @@ def _identity(ctx: RequestCtx) -> str:
     return ctx.identity.key_id if ctx.identity else f"ip:{ctx.record.client_ip}"
 
 
-def _take_slot(st: GatewayState, ctx: RequestCtx) -> None:
-    if ctx.slot is not None or ctx.slot_checked:
+def _auth_ip(ctx: RequestCtx) -> str:
+    return ctx.record.client_ip or "unknown"
+
+
+def _check_caller(st: GatewayState, ctx: RequestCtx, slot: bool) -> None:
+    """The failed-auth block for this IP (auth on), and an in-flight slot when ``slot``."""
+    if ctx.slot_checked:
         return
-    ctx.slot_checked = True
-    limit = (ctx.identity.max_concurrent if ctx.identity else None) or (
-        st.settings.rate_limit.max_concurrent
-    )
+    ctx.slot_checked = slot
+    limit = None
+    if slot:
+        limit = (ctx.identity.max_concurrent if ctx.identity else None) or (
+            st.settings.rate_limit.max_concurrent
+        )
+    ip = _auth_ip(ctx) if st.settings.auth.enabled else None
     identity = _identity(ctx)
-    if st.limiter.acquire(identity, limit):
+    if st.limiter.check_caller(ip, identity, limit):
         ctx.slot = identity
 
 

@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from limits import RateLimitItem, RateLimitItemPerSecond, parse_many
 from limits.errors import StorageError
@@ -20,6 +21,7 @@ from limits.strategies import MovingWindowRateLimiter
 
 from .config import AuthSettings, RateLimitSettings, redact_uri
 from .errors import RateLimited, ServiceUnavailable
+from .redis_scripts import RedisScripts
 
 log = logging.getLogger("qwengw.ratelimit")
 
@@ -87,6 +89,8 @@ class Limiter:
             rl.storage, wrap_exceptions=True, **_storage_options(rl.storage)
         )
         self.window = MovingWindowRateLimiter(self.storage)
+        # Redis: each step in one round trip (redis_scripts.py); elsewhere limits' calls.
+        self.scripts = RedisScripts.for_storage(self.storage)
         self.default_item: RateLimitItem = RateLimitItemPerSecond(
             rl.max_requests, rl.window_seconds
         )
@@ -167,29 +171,142 @@ class Limiter:
                 headers={"Retry-After": "1"},
             )
 
+    def _reset_seconds(self, oldest: float, item: RateLimitItem) -> int:
+        """Whole seconds until the oldest entry leaves ``item``'s window (≥ 1)."""
+        return max(1, math.ceil(oldest + item.get_expiry() - self.clock()))
+
+    # -- the caller, before its body is read
+    def check_caller(self, ip: str | None, identity: str, limit: int | None) -> bool:
+        """Refuse an ``ip`` blocked for failed authentication (None: not checked, as when auth
+        is off), then take one of ``identity``'s ``limit`` in-flight slots (None: no cap).
+
+        One round trip with Redis. True when a slot was taken: ``release`` it at the end.
+        """
+        if ip is None and not limit:
+            return False
+        try:
+            if self.scripts is not None:
+                taken = self._check_caller_script(ip, identity, limit)
+            else:
+                taken = self._check_caller_steps(ip, identity, limit)
+        except StorageError:
+            self._storage_failed()
+            return False
+        if taken:
+            self.on_slot(identity, 1)
+        return taken
+
+    def _check_caller_script(self, ip: str | None, identity: str, limit: int | None) -> bool:
+        scripts = self.scripts
+        assert scripts is not None
+        auth_key = self.auth_item.key_for("authfail", ip or "")
+        keys = [scripts.key(auth_key), scripts.key(_inflight_key(identity))]
+        args = [
+            time.time(),
+            self.auth_item.amount if ip is not None else 0,
+            self.auth_item.get_expiry(),
+            limit or 0,
+            CONCURRENCY_TTL,
+        ]
+        verdict = self._call(lambda: scripts.caller(keys, args))
+        outcome = verdict[0]  # type: ignore[index]
+        if outcome == b"auth":
+            raise self._auth_refusal(self._reset_seconds(float(verdict[1]), self.auth_item))  # type: ignore[index]
+        if outcome == b"busy":
+            raise self._busy(limit)
+        return outcome == b"slot"
+
+    def _check_caller_steps(self, ip: str | None, identity: str, limit: int | None) -> bool:
+        if ip is not None and not self._call(
+            lambda: self.window.test(self.auth_item, "authfail", ip)
+        ):
+            raise self._auth_refusal(self._decision(self.auth_item, "authfail", ip).reset_seconds)
+        if not limit:
+            return False
+        key = _inflight_key(identity)
+        n = self._call(lambda: self.storage.incr(key, CONCURRENCY_TTL, 1))
+        if int(n) > limit:  # type: ignore[call-overload]
+            self._call(lambda: self.storage.incr(key, CONCURRENCY_TTL, -1))
+            raise self._busy(limit)
+        return True
+
+    def _busy(self, limit: int | None) -> RateLimited:
+        return RateLimited(
+            f"too many requests in flight for this caller (max {limit}); retry when one ends",
+            code="concurrency_limit_exceeded",
+            headers={"Retry-After": "1"},
+        )
+
+    def _auth_refusal(self, reset: int) -> RateLimited:
+        return RateLimited(
+            "too many failed authentication attempts; retry later",
+            code="too_many_auth_failures",
+            headers={"Retry-After": str(reset)},
+        )
+
+    def release(self, identity: str) -> None:
+        self.on_slot(identity, -1)
+        key = _inflight_key(identity)
+        try:
+            if self.scripts is not None:
+                scripts = self.scripts
+                self._call(lambda: scripts.release(scripts.key(key)))
+            elif int(self._call(lambda: self.storage.incr(key, CONCURRENCY_TTL, -1))) < 0:  # type: ignore[call-overload]
+                self._call(lambda: self.storage.clear(key))
+        except StorageError:
+            log.warning("could not release an in-flight slot (storage down); it expires by itself")
+
+    # -- the request rate, once the request is known to be valid
     def hit(self, identity: str, key_id: str | None) -> Decision | None:
         """Count one request for ``identity``; raise ``RateLimited`` when over the limit.
 
         With several limits on a key (``"10/second;1000/day"``) every one is tested before any
-        is counted, so a request refused by one limit does not use up the others.
+        is counted, so a request refused by one limit does not use up the others. One round
+        trip with Redis.
         """
         items = self.key_items.get(key_id or "", [self.default_item])
         try:
-            if len(items) > 1:
-                for item in items:
-                    if not self._call(lambda item=item: self.window.test(item, "req", identity)):
-                        raise self._refusal(item, identity)
-            decision: Decision | None = None
-            for item in items:
-                if not self._call(lambda item=item: self.window.hit(item, "req", identity)):
-                    raise self._refusal(item, identity)
-                d = self._decision(item, "req", identity)
-                if decision is None or d.remaining < decision.remaining:
-                    decision = d
-            return decision
+            if self.scripts is not None:
+                return self._hit_script(items, identity)
+            return self._hit_steps(items, identity)
         except StorageError:
             self._storage_failed()
             return None
+
+    def _hit_script(self, items: list[RateLimitItem], identity: str) -> Decision:
+        scripts = self.scripts
+        assert scripts is not None
+        keys = [scripts.key(item.key_for("req", identity)) for item in items]
+        args: list[float] = [time.time()]
+        for item in items:
+            args += [item.amount, item.get_expiry()]
+        verdict: list[Any] = self._call(lambda: scripts.rate(keys, args))  # type: ignore[assignment]
+        if verdict[0]:
+            item = items[verdict[0] - 1]
+            raise self._refusal(
+                item, Decision(item.amount, 0, self._reset_seconds(float(verdict[1]), item))
+            )
+        decisions = [
+            Decision(
+                item.amount, item.amount - int(count), self._reset_seconds(float(oldest), item)
+            )
+            for item, oldest, count in zip(items, verdict[1::2], verdict[2::2], strict=True)
+        ]
+        return min(decisions, key=lambda d: d.remaining)  # the first of the tightest
+
+    def _hit_steps(self, items: list[RateLimitItem], identity: str) -> Decision | None:
+        if len(items) > 1:
+            for item in items:
+                if not self._call(lambda item=item: self.window.test(item, "req", identity)):
+                    raise self._refusal(item, self._decision(item, "req", identity))
+        decision: Decision | None = None
+        for item in items:
+            if not self._call(lambda item=item: self.window.hit(item, "req", identity)):
+                raise self._refusal(item, self._decision(item, "req", identity))
+            d = self._decision(item, "req", identity)
+            if decision is None or d.remaining < decision.remaining:
+                decision = d
+        return decision
 
     def _decision(self, item: RateLimitItem, namespace: str, identity: str) -> Decision:
         """Remaining requests and whole seconds until one more would be admitted (≥ 1)."""
@@ -197,60 +314,21 @@ class Limiter:
         reset = max(1, math.ceil(stats.reset_time - self.clock()))  # type: ignore[attr-defined]
         return Decision(item.amount, stats.remaining, reset)  # type: ignore[attr-defined]
 
-    def _refusal(self, item: RateLimitItem, identity: str) -> RateLimited:
-        d = self._decision(item, "req", identity)
+    def _refusal(self, item: RateLimitItem, d: Decision) -> RateLimited:
         return RateLimited(
             f"rate limit reached: {item.amount} requests per "
             f"{item.multiples} {item.GRANULARITY.name}(s); retry in {d.reset_seconds}s",
             headers={"Retry-After": str(d.reset_seconds), **d.headers()},
         )
 
-    # -- concurrency
-    def acquire(self, identity: str, limit: int | None) -> bool:
-        """Take an in-flight slot; False when storage failed open (nothing to release)."""
-        if not limit:
-            return False
-        key = _inflight_key(identity)
-        try:
-            n = self._call(lambda: self.storage.incr(key, CONCURRENCY_TTL, 1))
-            if int(n) > limit:  # type: ignore[call-overload]
-                self._call(lambda: self.storage.incr(key, CONCURRENCY_TTL, -1))
-                raise RateLimited(
-                    f"too many requests in flight for this caller (max {limit}); "
-                    "retry when one ends",
-                    code="concurrency_limit_exceeded",
-                    headers={"Retry-After": "1"},
-                )
-        except StorageError:
-            self._storage_failed()
-            return False
-        self.on_slot(identity, 1)
-        return True
-
-    def release(self, identity: str) -> None:
-        self.on_slot(identity, -1)
-        key = _inflight_key(identity)
-        try:
-            if int(self._call(lambda: self.storage.incr(key, CONCURRENCY_TTL, -1))) < 0:  # type: ignore[call-overload]
-                self._call(lambda: self.storage.clear(key))
-        except StorageError:
-            log.warning("could not release an in-flight slot (storage down); it expires by itself")
-
     # -- failed authentication, per client IP
-    def auth_blocked(self, ip: str) -> None:
+    def auth_failed(self, ip: str) -> None:
+        """Count a failed attempt; raise ``RateLimited`` instead when ``ip`` is blocked already
+        (a blocked attempt is not counted: the window moves on as if it had not come)."""
         try:
-            if not self._call(lambda: self.window.test(self.auth_item, "authfail", ip)):
-                reset = self._decision(self.auth_item, "authfail", ip).reset_seconds
-                raise RateLimited(
-                    "too many failed authentication attempts; retry later",
-                    code="too_many_auth_failures",
-                    headers={"Retry-After": str(reset)},
+            if not self._call(lambda: self.window.hit(self.auth_item, "authfail", ip)):
+                raise self._auth_refusal(
+                    self._decision(self.auth_item, "authfail", ip).reset_seconds
                 )
         except StorageError:
             self._storage_failed()
-
-    def auth_failed(self, ip: str) -> None:
-        try:
-            self._call(lambda: self.window.hit(self.auth_item, "authfail", ip))
-        except StorageError:
-            pass

@@ -1,0 +1,144 @@
+"""A request's limit checks in Redis as single Lua scripts: one round trip per step.
+
+``limits`` makes one call per operation (moving-window test, hit, window stats, counter
+increment), each its own round trip: five per chat request, ~1 ms in all on a 2-core box
+(docs/benchmarks.md). These scripts do a step's operations together, atomically, on the same
+keys and with the same moving-window algorithm as ``limits``' own scripts
+(``acquire_moving_window.lua`` and ``moving_window.lua``), so the counts are the ones ``limits``
+reads and writes: nothing changes for a gateway of an older version sharing the Redis.
+
+Not for Redis Cluster: a script may only touch keys of one hash slot, and a caller's keys are
+spread over several; there the limiter makes ``limits``' calls one by one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from limits.errors import StorageError
+from limits.storage import RedisClusterStorage, RedisStorage, Storage
+
+# A moving window is a list of timestamps, newest first, at most `limit` long. A request is
+# admitted iff the limit-th newest entry (index limit - 1) is older than the window.
+_WINDOW = """
+local function full(key, limit, cutoff)
+    local entry = redis.call('lindex', key, limit - 1)
+    if entry and tonumber(entry) >= cutoff then
+        return entry
+    end
+    return nil
+end
+"""
+
+# KEYS: the client IP's failed-auth window, the caller's in-flight counter.
+# ARGV: now, auth limit (0: not checked), auth window seconds, slot limit (0: none), slot TTL.
+# Returns {'auth', oldest entry} | {'busy'} | {'slot'} | {'ok'}.
+CALLER = (
+    _WINDOW
+    + """
+local now = tonumber(ARGV[1])
+local auth_limit = tonumber(ARGV[2])
+if auth_limit > 0 then
+    local oldest = full(KEYS[1], auth_limit, now - tonumber(ARGV[3]))
+    if oldest then
+        return {'auth', oldest}
+    end
+end
+local slot_limit = tonumber(ARGV[4])
+if slot_limit > 0 then
+    local n = redis.call('incrby', KEYS[2], 1)
+    if n == 1 then
+        redis.call('expire', KEYS[2], ARGV[5])
+    end
+    if n > slot_limit then
+        redis.call('incrby', KEYS[2], -1)
+        return {'busy'}
+    end
+    return {'slot'}
+end
+return {'ok'}
+"""
+)
+
+# KEYS: one moving window per limit on the caller. ARGV: now, then (limit, seconds) per key.
+# Returns {i, oldest entry} when the i-th limit refuses (none is counted), else
+# {0, oldest_1, count_1, oldest_2, count_2, ...}: each window after counting this request.
+RATE = (
+    _WINDOW
+    + """
+local now = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+    local oldest = full(key, tonumber(ARGV[2 * i]), now - tonumber(ARGV[2 * i + 1]))
+    if oldest then
+        return {i, oldest}
+    end
+end
+local stats = {0}
+for i, key in ipairs(KEYS) do
+    local limit, expiry = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+    redis.call('lpush', key, now)
+    redis.call('ltrim', key, 0, limit - 1)
+    redis.call('expire', key, expiry)
+    -- the oldest entry still in the window and how many are, as moving_window.lua finds them
+    local low, high, found, cutoff = 0, limit - 1, 0, now - expiry
+    while low <= high do
+        local mid = math.floor((low + high) / 2)
+        local value = tonumber(redis.call('lindex', key, mid))
+        if value and value >= cutoff then
+            found = mid
+            low = mid + 1
+        else
+            high = mid - 1
+        end
+    end
+    stats[#stats + 1] = tostring(tonumber(redis.call('lindex', key, found)))
+    stats[#stats + 1] = found + 1
+end
+return stats
+"""
+)
+
+# KEYS: the caller's in-flight counter. Below zero (more releases than takes, e.g. after Redis
+# lost its data) the counter is dropped rather than left to grant extra slots.
+RELEASE = """
+local n = redis.call('incrby', KEYS[1], -1)
+if n < 0 then
+    redis.call('del', KEYS[1])
+end
+return n
+"""
+
+
+class RedisScripts:
+    """The scripts above, registered on a ``limits`` Redis storage's client."""
+
+    def __init__(self, storage: RedisStorage) -> None:
+        self.storage = storage
+        client = storage.get_connection()
+        self._caller = client.register_script(CALLER)
+        self._rate = client.register_script(RATE)
+        self._release = client.register_script(RELEASE)
+
+    @classmethod
+    def for_storage(cls, storage: Storage) -> RedisScripts | None:
+        if isinstance(storage, RedisStorage) and not isinstance(storage, RedisClusterStorage):
+            return cls(storage)
+        return None
+
+    def key(self, key: str) -> str:
+        return self.storage.prefixed_key(key)
+
+    def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return script(keys, args)
+        except self.storage.base_exceptions as exc:  # as limits' own calls report them
+            raise StorageError(exc) from exc
+
+    def caller(self, keys: list[str], args: list[Any]) -> list[Any]:
+        return self._run(self._caller, keys, args)  # type: ignore[no-any-return]
+
+    def rate(self, keys: list[str], args: list[Any]) -> list[Any]:
+        return self._run(self._rate, keys, args)  # type: ignore[no-any-return]
+
+    def release(self, key: str) -> int:
+        return int(self._run(self._release, [key], []))
