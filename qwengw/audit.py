@@ -6,7 +6,7 @@ import json
 import os
 import re
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 # Liveness, readiness and scrapes: every few seconds from machines, so they stay out of the
@@ -88,9 +88,12 @@ class AuditLog:
     def write(self, record: AuditRecord) -> None:
         if not self.housekeeping and is_housekeeping(record.path, record.status):
             return
-        data = asdict(record)
         line = {"time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
-        line.update({k: v for k, v in data.items() if v is not None or k in ("key_id", "model")})
+        # vars(), not dataclasses.asdict(): every field is a scalar, and asdict's deep copy was
+        # 60% of the cost of a line (17 of 29 µs).
+        line.update(
+            {k: v for k, v in vars(record).items() if v is not None or k in ("key_id", "model")}
+        )
         raw = json_line(line)
         with self._lock:
             os.write(self.fd, raw)

@@ -210,6 +210,7 @@ class PrometheusMetrics(NullMetrics):
         # Own registry: two apps in one process (tests, embedding) do not collide.
         self.registry = None if self.multiprocess else pc.CollectorRegistry()
         self.models = ModelLabels(settings.models)
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self.key_ids = frozenset(k.id for k in settings.auth.keys)
         reg: dict[str, Any] = {"registry": self.registry}
         self.requests = pc.Counter(
@@ -334,6 +335,16 @@ class PrometheusMetrics(NullMetrics):
         for name in upstreams:
             self.circuit.labels(name).set(0)
 
+    def _labels(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, remembered: prometheus-client checks the values on every
+        call (1.6 µs), and a request updates a dozen metrics. Label values are bounded (see the
+        module's doc), so this is too."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     def key_label(self, key_id: str | None) -> str:
         if not key_id:
             return ANONYMOUS
@@ -351,39 +362,39 @@ class PrometheusMetrics(NullMetrics):
         status = str(rec.status)
         if rec.path not in HOUSEKEEPING_PATHS:
             self.inflight.dec()
-        self.requests.labels(route, model, status).inc()
-        self.callers.labels(key, client_class(rec.client_ip), status).inc()
-        self.duration.labels(route).observe(rec.duration_ms / 1000)
+        self._labels(self.requests, route, model, status).inc()
+        self._labels(self.callers, key, client_class(rec.client_ip), status).inc()
+        self._labels(self.duration, route).observe(rec.duration_ms / 1000)
         if rec.ttft_ms is not None:
-            self.first_token.labels(model, route).observe(rec.ttft_ms / 1000)
-            self.ttft.labels(model).observe(rec.ttft_ms / 1000)
+            self._labels(self.first_token, model, route).observe(rec.ttft_ms / 1000)
+            self._labels(self.ttft, model).observe(rec.ttft_ms / 1000)
         if rec.prompt_tokens is not None:
-            self.token_count.labels(model, key, "prompt").inc(rec.prompt_tokens)
-            self.tokens.labels(model, "input").observe(rec.prompt_tokens)
+            self._labels(self.token_count, model, key, "prompt").inc(rec.prompt_tokens)
+            self._labels(self.tokens, model, "input").observe(rec.prompt_tokens)
         if rec.completion_tokens is not None:
-            self.token_count.labels(model, key, "completion").inc(rec.completion_tokens)
-            self.tokens.labels(model, "output").observe(rec.completion_tokens)
+            self._labels(self.token_count, model, key, "completion").inc(rec.completion_tokens)
+            self._labels(self.tokens, model, "output").observe(rec.completion_tokens)
         if rec.cancelled:
-            self.cancelled.labels(route).inc()
+            self._labels(self.cancelled, route).inc()
 
     def auth_rejected(self) -> None:
         self.auth.inc()
 
     def rate_limited(self, reason: str) -> None:
-        self.rate.labels(reason).inc()
+        self._labels(self.rate, reason).inc()
 
     def slot_change(self, identity: str, delta: int) -> None:
         # Without auth the identity is "ip:<address>": counted as anonymous, never labelled.
         label = safe_text(identity) if identity in self.key_ids else ANONYMOUS
-        self.key_inflight.labels(label).inc(delta)
+        self._labels(self.key_inflight, label).inc(delta)
 
     def upstream_error(self, upstream: str, kind: str) -> None:
-        self.upstream_errors.labels(upstream, kind).inc()
+        self._labels(self.upstream_errors, upstream, kind).inc()
 
     def upstream_done(self, upstream: str, outcome: str, seconds: float) -> None:
-        self.upstream_duration.labels(upstream, outcome).observe(seconds)
+        self._labels(self.upstream_duration, upstream, outcome).observe(seconds)
         if outcome != "cancelled":  # the client left: says nothing about the host
-            self.upstream_up.labels(upstream).set(0 if outcome == "unreachable" else 1)
+            self._labels(self.upstream_up, upstream).set(0 if outcome == "unreachable" else 1)
 
     def upstream_probed(self, upstream: str, reachable: bool) -> None:
         self.upstream_up.labels(upstream).set(1 if reachable else 0)
