@@ -438,19 +438,9 @@ def dialects(stack: Stack, n: int) -> dict[str, dict[str, float]]:
             b"X-Api-Key: %s\r\nX-Forwarded-For: 10.1.2.3\r\nX-Real-IP: 10.1.2.3\r\n"
             b"Content-Length: %d\r\n\r\n%s" % (path.encode(), key.encode(), len(body), body)
         )
-    conns = {name: Conn(stack.gw_port) for name in raws}
-    times: dict[str, list[float]] = {name: [] for name in raws}
-    for i in range(n + 200):
-        names = list(raws) if i % 2 else list(reversed(raws))
-        for name in names:
-            t = time.perf_counter()
-            status = conns[name].request(raws[name])
-            if i >= 200:
-                times[name].append((time.perf_counter() - t) * 1000)
-            if status != 200:
-                raise RuntimeError(f"dialect {name}: status {status}")
-    for c in conns.values():
-        c.close()
+    times = _interleave(
+        {name: (stack.gw_port, lambda raw=raw: raw) for name, raw in raws.items()}, n
+    )
     return {name: {"p50": pct(v, 50), "p99": pct(v, 99)} for name, v in times.items()}
 
 
@@ -484,20 +474,7 @@ def floor(stack: Stack, n: int) -> dict[str, dict[str, float]]:
             b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (name.encode(), len(body), body)
         )
         paths[name] = (stack.floor_port, lambda raw=raw: raw)
-    conns = {name: Conn(port) for name, (port, _) in paths.items()}
-    times: dict[str, list[float]] = {name: [] for name in paths}
-    for i in range(n + 200):
-        names = list(paths) if i % 2 else list(reversed(paths))
-        for name in names:
-            raw = paths[name][1]()
-            t = time.perf_counter()
-            status = conns[name].request(raw)
-            if i >= 200:
-                times[name].append((time.perf_counter() - t) * 1000)
-            if status != 200:
-                raise RuntimeError(f"floor loop /{name}: status {status}")
-    for c in conns.values():
-        c.close()
+    times = _interleave(paths, n)
     return {name: {"p50": pct(v, 50), "p99": pct(v, 99)} for name, v in times.items()}
 
 
