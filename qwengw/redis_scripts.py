@@ -79,20 +79,16 @@ for i, key in ipairs(KEYS) do
     redis.call('lpush', key, now)
     redis.call('ltrim', key, 0, limit - 1)
     redis.call('expire', key, expiry)
-    -- the oldest entry still in the window and how many are, as moving_window.lua finds them
-    local low, high, found, cutoff = 0, limit - 1, 0, now - expiry
-    while low <= high do
-        local mid = math.floor((low + high) / 2)
-        local value = tonumber(redis.call('lindex', key, mid))
-        if value and value >= cutoff then
-            found = mid
-            low = mid + 1
-        else
-            high = mid - 1
-        end
+    -- Entries out of the window count for nobody: dropped from the tail (each once), the
+    -- window is then the whole list (moving_window.lua finds the same by binary search).
+    local cutoff = now - expiry
+    local last = redis.call('lindex', key, -1)
+    while tonumber(last) < cutoff do
+        redis.call('rpop', key)
+        last = redis.call('lindex', key, -1)
     end
-    stats[#stats + 1] = tostring(tonumber(redis.call('lindex', key, found)))
-    stats[#stats + 1] = found + 1
+    stats[#stats + 1] = tostring(tonumber(last))
+    stats[#stats + 1] = redis.call('llen', key)
 end
 return stats
 """

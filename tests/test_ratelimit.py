@@ -4,6 +4,7 @@ Redis Cluster). The end-to-end tests (test_security_e2e.py) check them through t
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -148,3 +149,14 @@ def test_storage_down_fails_closed_or_open(make: Any, redis_module: RedisServer)
         assert open_.hit("bot", None) is None
     finally:
         redis_module.start()
+
+
+def test_window_moves_on(make: Any) -> None:
+    limiter = make(rate_limit={"max_requests": 2, "window_seconds": 1})
+    limiter.hit("bot", None)
+    assert limiter.hit("bot", None).remaining == 0
+    with pytest.raises(RateLimited):
+        limiter.hit("bot", None)
+    time.sleep(1.1)  # both entries leave the window
+    assert limiter.hit("bot", None).remaining == 1
+    assert limiter.window.get_window_stats(limiter.default_item, "req", "bot").remaining == 1
