@@ -3,9 +3,9 @@
 ``limits`` makes one call per operation (moving-window test, hit, window stats, counter
 increment), each its own round trip: five per chat request, ~1 ms in all on a 2-core box
 (docs/benchmarks.md). These scripts do a step's operations together, atomically, on the same
-keys and with the same moving-window algorithm as ``limits``' own scripts
-(``acquire_moving_window.lua`` and ``moving_window.lua``), so the counts are the ones ``limits``
-reads and writes: nothing changes for a gateway of an older version sharing the Redis.
+keys and lists as ``limits``' own scripts (``acquire_moving_window.lua``, ``moving_window.lua``)
+and with the same rule, so the counts are the ones ``limits`` reads and writes: nothing changes
+for a gateway of an older version sharing the Redis.
 
 Not for Redis Cluster: a script may only touch keys of one hash slot, and a caller's keys are
 spread over several; there the limiter makes ``limits``' calls one by one.
