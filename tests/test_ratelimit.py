@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from qwengw.config import hash_key, load_settings
-from qwengw.errors import RateLimited
+from qwengw.errors import RateLimited, ServiceUnavailable
 from qwengw.ratelimit import Limiter
 
 from .conftest import RedisServer
@@ -29,7 +29,16 @@ def redis_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture(params=BACKENDS)
 def make(request: pytest.FixtureRequest, redis_module: RedisServer) -> Any:
     """make(rate_limit=..., auth=...) → a Limiter on a fresh storage of this backend."""
-    backend = request.param
+    return _maker(request.param, redis_module)
+
+
+@pytest.fixture(params=[b for b in BACKENDS if b.startswith("redis")])
+def make_redis(request: pytest.FixtureRequest, redis_module: RedisServer) -> Any:
+    """As make, for the storages that can go down (memory:// lives in the worker)."""
+    return _maker(request.param, redis_module)
+
+
+def _maker(backend: str, redis_module: RedisServer) -> Any:
 
     def build(**sections: Any) -> Limiter:
         storage = "memory://"
@@ -131,13 +140,9 @@ def test_failed_auth_blocks_the_ip(make: Any) -> None:
     assert stats.remaining == 0  # the blocked attempt was not counted beyond the limit
 
 
-def test_storage_down_fails_closed_or_open(make: Any, redis_module: RedisServer) -> None:
-    if make.backend == "memory":
-        pytest.skip("memory:// cannot be down")
-    from qwengw.errors import ServiceUnavailable
-
-    closed = make()
-    open_ = make(rate_limit={"on_storage_error": "open"})
+def test_storage_down_fails_closed_or_open(make_redis: Any, redis_module: RedisServer) -> None:
+    closed = make_redis()
+    open_ = make_redis(rate_limit={"on_storage_error": "open"})
     redis_module.stop()
     try:
         with pytest.raises(ServiceUnavailable):
