@@ -1137,10 +1137,10 @@ def render_doc(
             f"gateway CPU per request at concurrency 16 "
             f"({vs['gateway in memory://']['cpu_ms_per_req']:.2f} → "
             f"{vs['gateway']['cpu_ms_per_req']:.2f} ms, the two alternating in the same minute). "
-            "A chat request makes 3 Redis round trips, each one Lua script "
-            "(`qwengw/redis_scripts.py`): in the gate, the failed-auth check with the in-flight "
-            "slot; once the request is valid, the rate-limit hit with the window stats for the "
-            "headers; at the end, the slot's release. Redis runs on the same 2 cores.",
+            "A chat request makes 2 Redis round trips, each one Lua script "
+            "(`qwengw/redis_scripts.py`): its admission in the gate (the failed-auth check, the "
+            "in-flight slot, the rate-limit hit with the window stats for the headers) and, at "
+            "the end, the slot's release. Redis runs on the same 2 cores.",
             "",
         ]
     for res in results:

@@ -53,6 +53,8 @@ DIALECTS = {
     "get_model": "models",
 }
 API_ENDPOINTS = set(DIALECTS)
+# The endpoints whose requests count against the rate limits (count_tokens and lookups do not).
+RATED_ENDPOINTS = {"chat_completions", "completions", "responses", "messages", "embeddings"}
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -186,10 +188,14 @@ def _gate() -> None:
     request.max_content_length = max_body + 1
     if api:
         # One storage round trip: the failed-auth block, and for a POST the in-flight slot,
-        # held while the body arrives: a key cannot park more bodies than its concurrency
-        # allows (and none longer than client.body_timeout).
+        # held while the body arrives (a key cannot park more bodies than its concurrency
+        # allows, nor any longer than client.body_timeout), and the request counted against
+        # the rate. Counting before the body is read means an invalid request uses up rate, as
+        # on OpenAI's API ("unsuccessful requests contribute to your per-minute limit"); it
+        # keeps Redis to one round trip per admission.
         post = request.method == "POST"
-        _limited(st, lambda: _check_caller(st, ctx, slot=post))
+        rated = post and endpoint in RATED_ENDPOINTS and s.rate_limit.enabled
+        _limited(st, lambda: _check_caller(st, ctx, slot=post, rate=rated))
         if post:
             _read_body(s.client.body_timeout)
 
@@ -211,14 +217,6 @@ def _read_body(seconds: float) -> None:
 _BODY_TIMEOUT = "the request body did not arrive within %gs"
 
 
-def _admit(st: GatewayState, ctx: RequestCtx) -> None:
-    """The rate, per key (per client IP when auth is off), once the request is known to be
-    valid. Its in-flight slot was taken in the gate, so a request refused for concurrency does
-    not use up rate; a request refused by the rate gives its slot back in ``_complete``."""
-    if st.settings.rate_limit.enabled:
-        _limited(st, lambda: _count_rate(st, ctx))
-
-
 def _identity(ctx: RequestCtx) -> str:
     return ctx.identity.key_id if ctx.identity else f"ip:{ctx.record.client_ip}"
 
@@ -227,8 +225,9 @@ def _auth_ip(ctx: RequestCtx) -> str:
     return ctx.record.client_ip or "unknown"
 
 
-def _check_caller(st: GatewayState, ctx: RequestCtx, slot: bool) -> None:
-    """The failed-auth block for this IP (auth on), and an in-flight slot when ``slot``."""
+def _check_caller(st: GatewayState, ctx: RequestCtx, slot: bool, rate: bool = False) -> None:
+    """The failed-auth block for this IP (auth on), an in-flight slot when ``slot``, and one
+    request counted against the caller's rate when ``rate`` (see ``Limiter.admit``)."""
     if ctx.slot_checked:
         return
     ctx.slot_checked = slot
@@ -239,14 +238,13 @@ def _check_caller(st: GatewayState, ctx: RequestCtx, slot: bool) -> None:
         )
     ip = _auth_ip(ctx) if st.settings.auth.enabled else None
     identity = _identity(ctx)
-    if st.limiter.check_caller(ip, identity, limit):
+    admission = st.limiter.admit(
+        ip, identity, limit, rate=rate, key_id=ctx.identity.key_id if ctx.identity else None
+    )
+    if admission.slot:
         ctx.slot = identity
-
-
-def _count_rate(st: GatewayState, ctx: RequestCtx) -> None:
-    decision = st.limiter.hit(_identity(ctx), ctx.identity.key_id if ctx.identity else None)
-    if decision:
-        ctx.decision_headers = decision.headers()
+    if admission.decision:
+        ctx.decision_headers = admission.decision.headers()
 
 
 def _limited(st: GatewayState, step: Any) -> None:
@@ -369,13 +367,13 @@ def _bounds(st: GatewayState) -> translate.Bounds:
 
 
 def _admit_call(st: GatewayState, ctx: RequestCtx, call: translate.NativeCall) -> None:
-    """A valid request: record it, bound its size, take its limits, watch its client."""
+    """A valid request: record it, bound its size, watch its client (its limits were taken in
+    the gate)."""
     rec = ctx.record
     rec.model, rec.stream = call.public_model, call.stream
     if call.user and rec.user is None:
         rec.user = call.user
     rec.prompt_chars = translate.check_bounds(call, _bounds(st))
-    _admit(st, ctx)
     _watch_client(ctx)
 
 

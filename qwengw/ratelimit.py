@@ -30,6 +30,12 @@ HEALTH_CACHE_SECONDS = 2.0  # /ready asks the storage at most this often per wor
 
 
 @dataclass(frozen=True)
+class Admission:
+    slot: bool  # an in-flight slot was taken: release it at the end
+    decision: Decision | None  # the tightest rate window after counting (None: not counted)
+
+
+@dataclass(frozen=True)
 class Decision:
     limit: int
     remaining: int
@@ -176,59 +182,111 @@ class Limiter:
         return max(1, math.ceil(oldest + item.get_expiry() - self.clock()))
 
     # -- the caller, before its body is read
-    def check_caller(self, ip: str | None, identity: str, limit: int | None) -> bool:
+    def admit(
+        self,
+        ip: str | None,
+        identity: str,
+        limit: int | None,
+        *,
+        rate: bool = False,
+        key_id: str | None = None,
+    ) -> Admission:
         """Refuse an ``ip`` blocked for failed authentication (None: not checked, as when auth
-        is off), then take one of ``identity``'s ``limit`` in-flight slots (None: no cap).
+        is off), take one of ``identity``'s ``limit`` in-flight slots (None: no cap), and when
+        ``rate``, count one request against the rate limits of ``key_id`` (its own, or the
+        default). Refused in that order (``RateLimited``); a refusal takes and counts nothing:
+        a caller at its concurrency cap uses up no rate, one refused by a rate limit keeps no
+        slot, and with several limits on a key (``"10/second;1000/day"``) every one is tested
+        before any is counted.
 
-        One round trip with Redis. True when a slot was taken: ``release`` it at the end.
+        One round trip with Redis. ``release`` the slot at the end when one was taken.
         """
-        if ip is None and not limit:
-            return False
+        items = self.key_items.get(key_id or "", [self.default_item]) if rate else []
+        if ip is None and not limit and not items:
+            return Admission(False, None)
         try:
             if self.scripts is not None:
-                taken = self._check_caller_script(ip, identity, limit)
+                admission = self._admit_script(ip, identity, limit, items)
             else:
-                taken = self._check_caller_steps(ip, identity, limit)
+                admission = self._admit_steps(ip, identity, limit, items)
         except StorageError:
             self._storage_failed()
-            return False
-        if taken:
+            return Admission(False, None)  # failing open: let through, nothing to release
+        if admission.slot:
             self.on_slot(identity, 1)
-        return taken
+        return admission
 
-    def _check_caller_script(self, ip: str | None, identity: str, limit: int | None) -> bool:
+    def check_caller(self, ip: str | None, identity: str, limit: int | None) -> bool:
+        """``admit`` without the rate: True when a slot was taken."""
+        return self.admit(ip, identity, limit).slot
+
+    def hit(self, identity: str, key_id: str | None) -> Decision | None:
+        """``admit`` with the rate only: the window after counting (None: failing open)."""
+        return self.admit(None, identity, None, rate=True, key_id=key_id).decision
+
+    def _admit_script(
+        self, ip: str | None, identity: str, limit: int | None, items: list[RateLimitItem]
+    ) -> Admission:
         scripts = self.scripts
         assert scripts is not None
         auth_key = self.auth_item.key_for("authfail", ip or "")
         keys = [scripts.key(auth_key), scripts.key(_inflight_key(identity))]
-        args = [
+        keys += [scripts.key(item.key_for("req", identity)) for item in items]
+        args: list[float] = [
             time.time(),
             self.auth_item.amount if ip is not None else 0,
             self.auth_item.get_expiry(),
             limit or 0,
             CONCURRENCY_TTL,
         ]
-        verdict = self._call(lambda: scripts.caller(keys, args))
-        outcome = verdict[0]  # type: ignore[index]
+        for item in items:
+            args += [item.amount, item.get_expiry()]
+        verdict: list[Any] = self._call(lambda: scripts.admit(keys, args))  # type: ignore[assignment]
+        outcome = verdict[0]
         if outcome == b"auth":
-            raise self._auth_refusal(self._reset_seconds(float(verdict[1]), self.auth_item))  # type: ignore[index]
+            raise self._auth_refusal(self._reset_seconds(float(verdict[1]), self.auth_item))
         if outcome == b"busy":
             raise self._busy(limit)
-        return outcome == b"slot"
+        if outcome == b"rate":
+            item = items[int(verdict[1]) - 1]
+            reset = self._reset_seconds(float(verdict[2]), item)
+            raise self._refusal(item, Decision(item.amount, 0, reset))
+        decisions = [
+            Decision(
+                item.amount, item.amount - int(count), self._reset_seconds(float(oldest), item)
+            )
+            for item, oldest, count in zip(items, verdict[1::2], verdict[2::2], strict=True)
+        ]
+        tightest = min(decisions, key=lambda d: d.remaining) if decisions else None
+        return Admission(bool(limit), tightest)  # the first of the tightest
 
-    def _check_caller_steps(self, ip: str | None, identity: str, limit: int | None) -> bool:
+    def _admit_steps(
+        self, ip: str | None, identity: str, limit: int | None, items: list[RateLimitItem]
+    ) -> Admission:
+        """``limits``' calls one by one (memory://, Redis Cluster): the same rules."""
         if ip is not None and not self._call(
             lambda: self.window.test(self.auth_item, "authfail", ip)
         ):
             raise self._auth_refusal(self._decision(self.auth_item, "authfail", ip).reset_seconds)
-        if not limit:
-            return False
+        taken = False
         key = _inflight_key(identity)
-        n = self._call(lambda: self.storage.incr(key, CONCURRENCY_TTL, 1))
-        if int(n) > limit:  # type: ignore[call-overload]
-            self._call(lambda: self.storage.incr(key, CONCURRENCY_TTL, -1))
-            raise self._busy(limit)
-        return True
+        if limit:
+            n = self._call(lambda: self.storage.incr(key, CONCURRENCY_TTL, 1))
+            if int(n) > limit:  # type: ignore[call-overload]
+                self._call(lambda: self.storage.incr(key, CONCURRENCY_TTL, -1))
+                raise self._busy(limit)
+            taken = True
+        if not items:
+            return Admission(taken, None)
+        try:
+            return Admission(taken, self._hit_steps(items, identity))
+        except BaseException:
+            if taken:  # refused by the rate (or the storage failed): keep no slot
+                try:
+                    self.storage.incr(key, CONCURRENCY_TTL, -1)
+                except StorageError:
+                    pass  # it expires by itself
+            raise
 
     def _busy(self, limit: int | None) -> RateLimited:
         return RateLimited(
@@ -256,45 +314,7 @@ class Limiter:
         except StorageError:
             log.warning("could not release an in-flight slot (storage down); it expires by itself")
 
-    # -- the request rate, once the request is known to be valid
-    def hit(self, identity: str, key_id: str | None) -> Decision | None:
-        """Count one request for ``identity``; raise ``RateLimited`` when over the limit.
-
-        With several limits on a key (``"10/second;1000/day"``) every one is tested before any
-        is counted, so a request refused by one limit does not use up the others. One round
-        trip with Redis.
-        """
-        items = self.key_items.get(key_id or "", [self.default_item])
-        try:
-            if self.scripts is not None:
-                return self._hit_script(items, identity)
-            return self._hit_steps(items, identity)
-        except StorageError:
-            self._storage_failed()
-            return None
-
-    def _hit_script(self, items: list[RateLimitItem], identity: str) -> Decision:
-        scripts = self.scripts
-        assert scripts is not None
-        keys = [scripts.key(item.key_for("req", identity)) for item in items]
-        args: list[float] = [time.time()]
-        for item in items:
-            args += [item.amount, item.get_expiry()]
-        verdict: list[Any] = self._call(lambda: scripts.rate(keys, args))  # type: ignore[assignment]
-        if verdict[0]:
-            item = items[verdict[0] - 1]
-            raise self._refusal(
-                item, Decision(item.amount, 0, self._reset_seconds(float(verdict[1]), item))
-            )
-        decisions = [
-            Decision(
-                item.amount, item.amount - int(count), self._reset_seconds(float(oldest), item)
-            )
-            for item, oldest, count in zip(items, verdict[1::2], verdict[2::2], strict=True)
-        ]
-        return min(decisions, key=lambda d: d.remaining)  # the first of the tightest
-
-    def _hit_steps(self, items: list[RateLimitItem], identity: str) -> Decision | None:
+    def _hit_steps(self, items: list[RateLimitItem], identity: str) -> Decision:
         if len(items) > 1:
             for item in items:
                 if not self._call(lambda item=item: self.window.test(item, "req", identity)):
@@ -306,6 +326,7 @@ class Limiter:
             d = self._decision(item, "req", identity)
             if decision is None or d.remaining < decision.remaining:
                 decision = d
+        assert decision is not None  # items is never empty
         return decision
 
     def _decision(self, item: RateLimitItem, namespace: str, identity: str) -> Decision:

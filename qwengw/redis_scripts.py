@@ -2,7 +2,9 @@
 
 ``limits`` makes one call per operation (moving-window test, hit, window stats, counter
 increment), each its own round trip: five per chat request, ~1 ms in all on a 2-core box
-(docs/benchmarks.md). These scripts do a step's operations together, atomically, on the same
+(docs/benchmarks.md). Here a request costs two: its admission (failed-auth block, in-flight
+slot, every rate window tested then counted, the window stats for the headers) and the release
+of its slot. These scripts do a step's operations together, atomically, on the same
 keys and lists as ``limits``' own scripts (``acquire_moving_window.lua``, ``moving_window.lua``)
 and with the same rule, so the counts are the ones ``limits`` reads and writes: nothing changes
 for a gateway of an older version sharing the Redis.
@@ -30,10 +32,15 @@ local function full(key, limit, cutoff)
 end
 """
 
-# KEYS: the client IP's failed-auth window, the caller's in-flight counter.
-# ARGV: now, auth limit (0: not checked), auth window seconds, slot limit (0: none), slot TTL.
-# Returns {'auth', oldest entry} | {'busy'} | {'slot'} | {'ok'}.
-CALLER = (
+# A caller's whole admission, before its body is read.
+# KEYS: the client IP's failed-auth window, the caller's in-flight counter, then one moving
+# window per rate limit on the caller (none when the rate is not counted for this request).
+# ARGV: now, auth limit (0: not checked), auth window seconds, slot limit (0: none), slot TTL,
+# then (limit, seconds) per rate window.
+# Returns {'auth', oldest entry} | {'busy'} | {'rate', i, oldest entry} when the i-th rate limit
+# refuses (nothing is counted, no slot is kept) | {'ok', oldest_1, count_1, ...}: each rate
+# window after counting this request. A slot is held after 'ok' iff a slot limit was given.
+ADMIT = (
     _WINDOW
     + """
 local now = tonumber(ARGV[1])
@@ -54,28 +61,22 @@ if slot_limit > 0 then
         redis.call('incrby', KEYS[2], -1)
         return {'busy'}
     end
-    return {'slot'}
 end
-return {'ok'}
-"""
-)
-
-# KEYS: one moving window per limit on the caller. ARGV: now, then (limit, seconds) per key.
-# Returns {i, oldest entry} when the i-th limit refuses (none is counted), else
-# {0, oldest_1, count_1, oldest_2, count_2, ...}: each window after counting this request.
-RATE = (
-    _WINDOW
-    + """
-local now = tonumber(ARGV[1])
-for i, key in ipairs(KEYS) do
-    local oldest = full(key, tonumber(ARGV[2 * i]), now - tonumber(ARGV[2 * i + 1]))
+-- Every rate limit is tested before any is counted: a refusal uses up none of them.
+for i = 3, #KEYS do
+    local a = 2 * i
+    local oldest = full(KEYS[i], tonumber(ARGV[a]), now - tonumber(ARGV[a + 1]))
     if oldest then
-        return {i, oldest}
+        if slot_limit > 0 then
+            redis.call('incrby', KEYS[2], -1)
+        end
+        return {'rate', i - 2, oldest}
     end
 end
-local stats = {0}
-for i, key in ipairs(KEYS) do
-    local limit, expiry = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+local stats = {'ok'}
+for i = 3, #KEYS do
+    local a = 2 * i
+    local key, limit, expiry = KEYS[i], tonumber(ARGV[a]), tonumber(ARGV[a + 1])
     redis.call('lpush', key, now)
     redis.call('ltrim', key, 0, limit - 1)
     redis.call('expire', key, expiry)
@@ -111,8 +112,7 @@ class RedisScripts:
     def __init__(self, storage: RedisStorage) -> None:
         self.storage = storage
         client = storage.get_connection()
-        self._caller = client.register_script(CALLER)
-        self._rate = client.register_script(RATE)
+        self._admit = client.register_script(ADMIT)
         self._release = client.register_script(RELEASE)
 
     @classmethod
@@ -130,11 +130,8 @@ class RedisScripts:
         except self.storage.base_exceptions as exc:  # as limits' own calls report them
             raise StorageError(exc) from exc
 
-    def caller(self, keys: list[str], args: list[Any]) -> list[Any]:
-        return self._run(self._caller, keys, args)  # type: ignore[no-any-return]
-
-    def rate(self, keys: list[str], args: list[Any]) -> list[Any]:
-        return self._run(self._rate, keys, args)  # type: ignore[no-any-return]
+    def admit(self, keys: list[str], args: list[Any]) -> list[Any]:
+        return self._run(self._admit, keys, args)  # type: ignore[no-any-return]
 
     def release(self, key: str) -> int:
         return int(self._run(self._release, [key], []))

@@ -165,3 +165,58 @@ def test_window_moves_on(make: Any) -> None:
     time.sleep(1.1)  # both entries leave the window
     assert limiter.hit("bot", None).remaining == 1
     assert limiter.window.get_window_stats(limiter.default_item, "req", "bot").remaining == 1
+
+
+def test_admission_refusals_take_nothing(make: Any) -> None:
+    """Slot and rate in one admission: a caller at its cap uses up no rate, a caller refused by
+    the rate keeps no slot."""
+    limiter = make(rate_limit={"max_requests": 2, "window_seconds": 60})
+    first = limiter.admit(None, "bot", 1, rate=True)
+    assert first.slot and first.decision.remaining == 1
+    with pytest.raises(RateLimited) as busy:
+        limiter.admit(None, "bot", 1, rate=True)
+    assert busy.value.code == "concurrency_limit_exceeded"
+    assert limiter.window.get_window_stats(limiter.default_item, "req", "bot").remaining == 1
+    limiter.release("bot")
+    assert limiter.admit(None, "bot", 1, rate=True).decision.remaining == 0
+    limiter.release("bot")
+    with pytest.raises(RateLimited) as rate:
+        limiter.admit(None, "bot", 1, rate=True)
+    assert rate.value.code == "rate_limit_exceeded"
+    assert rate.value.headers["x-ratelimit-remaining-requests"] == "0"
+    assert limiter.check_caller(None, "bot", 1)  # the rate refusal kept no slot
+    with pytest.raises(RateLimited):
+        limiter.check_caller(None, "bot", 1)
+
+
+def test_admission_checks_in_order(make: Any) -> None:
+    """Failed-auth block, then concurrency, then rate: the first refusal is the one heard."""
+    limiter = make(
+        rate_limit={"max_requests": 1, "window_seconds": 60},
+        auth={"max_failures": 1, "failure_window_seconds": 60},
+    )
+    limiter.admit("10.0.0.1", "bot", 1, rate=True)  # slot held, rate used up
+    with pytest.raises(RateLimited) as busy:
+        limiter.admit("10.0.0.1", "bot", 1, rate=True)
+    assert busy.value.code == "concurrency_limit_exceeded"
+    limiter.auth_failed("10.0.0.1")
+    with pytest.raises(RateLimited) as blocked:
+        limiter.admit("10.0.0.1", "bot", 1, rate=True)
+    assert blocked.value.code == "too_many_auth_failures"
+    assert limiter.admit("10.0.0.2", "bot", 2).slot  # another address is not blocked
+
+
+def test_redis_admission_is_one_round_trip(redis_module: RedisServer) -> None:
+    import redis
+
+    limiter = _maker("redis-scripts", redis_module)(key={"rate_limit": "5/hour;3/second"})
+    limiter.admit("10.0.0.9", "warm", 1, rate=True, key_id="bot")  # scripts loaded once
+    limiter.release("warm")
+    client = redis.Redis.from_url(redis_module.url)
+    client.config_resetstat()
+    admission = limiter.admit("10.0.0.1", "bot", 2, rate=True, key_id="bot")
+    limiter.release("bot")
+    # Each script call is one EVALSHA (the commands it runs inside Redis are counted apart).
+    evalsha = client.info("commandstats")["cmdstat_evalsha"]["calls"]
+    assert admission.slot and admission.decision.remaining == 2  # 3/second is the tightest
+    assert evalsha == 2  # the admission, then the release

@@ -400,6 +400,25 @@ def test_concurrency_refusal_does_not_use_rate(start_gateway: Any, fake: FakeOll
     assert result[1]["x-ratelimit-remaining-requests"] == "28"  # the three refusals cost nothing
 
 
+def test_invalid_requests_count_against_the_rate(start_gateway: Any, fake: FakeOllama) -> None:
+    """The rate is counted at admission, before the body is read (docs/decisions.md): a 400
+    uses up rate as on OpenAI's API, and says so in its headers; count_tokens does not."""
+    cfg = auth_config(fake, rate_limit={"enabled": True, "max_requests": 3, "window_seconds": 60})
+    gw = start_gateway(cfg)
+    headers = {"X-Api-Key": PLAIN_KEY}
+    status, h, body = post(gw, {"model": "qwen3:32b", "messages": "not a list"}, headers=headers)
+    assert status == 400 and h["x-ratelimit-remaining-requests"] == "2"
+    counted = requests.post(
+        gw.url + "/v1/messages/count_tokens",
+        json={"model": "qwen3:32b", "messages": MSGS},
+        headers=headers,
+        timeout=10,
+    )
+    assert counted.status_code == 200 and "x-ratelimit-remaining-requests" not in counted.headers
+    assert [post(gw, headers=headers)[0] for _ in range(3)] == [200, 200, 429]
+    assert len(fake.chat_requests()) == 2
+
+
 def test_chunked_body_over_the_limit_is_413(start_gateway: Any, fake: FakeOllama) -> None:
     gw = start_gateway({"ollama_api": fake.url})
 
