@@ -286,7 +286,11 @@ def _finish(resp: Response) -> Response:
         resp.headers.setdefault(name, value)
     if not ctx.streaming:
         ctx.record.status = resp.status_code
-        if resp.status_code >= 400 and resp.mimetype == "application/json":
+        if (
+            resp.status_code >= 400
+            and ctx.record.error_code is None  # not one of ours (a host app's own error page)
+            and resp.mimetype == "application/json"
+        ):
             body = resp.get_json(silent=True) or {}
             err = body.get("error") if isinstance(body, dict) else None
             if isinstance(err, dict):

@@ -234,7 +234,10 @@ def register_error_handlers(target: Flask | Blueprint) -> None:
 
     def render(err: GatewayError) -> Response:
         ctx = g.get("qwengw")
-        return error_response(err, request.path, ctx.record.request_id if ctx else None)
+        if ctx is None:
+            return error_response(err, request.path)
+        ctx.record.error_code = err.code  # the audit's code, whatever shape the body has
+        return error_response(err, request.path, ctx.record.request_id)
 
     def on_http_exception(exc: HTTPException) -> Response:
         return render(_from_http_exception(exc))

@@ -14,6 +14,7 @@ label as such, and client IPs never do (only their class: loopback, private, pub
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import os
 import platform
@@ -184,6 +185,9 @@ class NullMetrics:
 
     enabled = False
 
+    def __init__(self, reason: str = "metrics.enabled is false in the configuration") -> None:
+        self.reason = reason  # what /metrics tells whoever scrapes it
+
     def request_started(self, path: str) -> None: ...
     def request_finished(self, rec: AuditRecord) -> None: ...
     def auth_rejected(self) -> None: ...
@@ -195,8 +199,15 @@ class NullMetrics:
     def circuit_change(self, upstream: str, old: str, new: str) -> None: ...
 
     def render(self) -> Response:
-        body = b'{"error":{"message":"metrics are disabled (install prometheus-client and set metrics.enabled)","type":"invalid_request_error","param":null,"code":"not_found"}}'  # noqa: E501
-        return Response(body, status=404, mimetype="application/json")
+        body = {
+            "error": {
+                "message": f"metrics are disabled: {self.reason}",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "not_found",
+            }
+        }
+        return Response(json.dumps(body), status=404, mimetype="application/json")
 
 
 class PrometheusMetrics(NullMetrics):
@@ -423,6 +434,6 @@ def build_metrics(settings: Settings, upstreams: list[str]) -> NullMetrics:
     except ImportError:
         log.warning(
             "metrics.enabled is true but prometheus-client is not installed; "
-            "pip install 'qwengw[metrics]' to serve /metrics"
+            "pip install prometheus-client to serve /metrics"
         )
-        return NullMetrics()
+        return NullMetrics("prometheus-client is not installed (pip install prometheus-client)")

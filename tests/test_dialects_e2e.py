@@ -306,6 +306,19 @@ def test_anthropic_exception_classes(
         client.messages.create(model=INTERNAL, max_tokens=9, messages=big)
     assert too_big.value.status_code == 413
     assert too_big.value.body["error"]["type"] == "request_too_large"  # type: ignore[index]
+    with pytest.raises(anthropic.AuthenticationError):
+        anthropic.Anthropic(base_url=limited.url, api_key="wrong", max_retries=0).messages.create(
+            model=INTERNAL, max_tokens=9, messages=HI
+        )
+    time.sleep(0.2)  # the audit line is written when the response closes
+    # The audit names each refusal's code, as for chat, though Anthropic's body has no `code`.
+    audited = [(r["status"], r.get("error_code")) for r in limited.audit()]
+    assert audited == [
+        (200, None),
+        (429, "rate_limit_exceeded"),
+        (413, "request_too_large"),
+        (401, "invalid_api_key"),
+    ]
     fake.behave(first_token_delay=2)
     slow = start_gateway({"ollama_api": fake.url, "upstream": {"first_token_timeout": 0.5}})
     with pytest.raises(anthropic.APIStatusError) as timeout:

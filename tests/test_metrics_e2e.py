@@ -276,3 +276,11 @@ def test_anonymous_slots_and_limits_when_auth_is_off(start_gateway: Any, fake: F
     text = scrape(gw).text
     assert metric(text, "qwengw_limit_max_concurrent", key_id="anonymous") == 3
     assert "qwengw_limit_requests_per_second{" not in text  # rate limit off
+
+
+def test_metrics_turned_off_say_which_setting(start_gateway: Any, fake: FakeOllama) -> None:
+    gw = start_gateway({"ollama_api": fake.url, "metrics": {"enabled": False}})
+    resp = requests.get(gw.url + "/metrics", timeout=5)
+    assert resp.status_code == 404
+    message = resp.json()["error"]["message"]
+    assert "metrics.enabled is false" in message and "install" not in message

@@ -261,6 +261,17 @@ def test_forced_call_cut_by_max_tokens_is_text() -> None:
     assert "tool_calls" not in out[-1]["message"]
 
 
+def test_forced_call_keeps_only_native_calls_of_the_forced_tool() -> None:
+    weather = {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+    clock = {"function": {"name": "get_time", "arguments": {}}}
+    lines = [done(message={"content": "", "tool_calls": [weather, clock]})]
+    out = list(translate.apply_tool_policy(lines, translate.ToolPolicy(forced=("get_time",))))
+    assert out[-1]["message"]["tool_calls"] == [clock]
+    only_other = [done(message={"content": "", "tool_calls": [weather]})]
+    out = list(translate.apply_tool_policy(only_other, translate.ToolPolicy(forced=("get_time",))))
+    assert "tool_calls" not in out[-1]["message"]  # no call of an unallowed tool gets through
+
+
 def test_single_call_policy_keeps_the_first_call() -> None:
     call = {"function": {"name": "f", "arguments": {}}}
     lines = [

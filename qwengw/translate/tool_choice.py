@@ -105,6 +105,11 @@ def _decode_call(text: str, names: Sequence[str]) -> dict[str, Any] | None:
     return {"function": {"name": data["name"], "arguments": args}}
 
 
+def _call_name(call: Any) -> Any:
+    function = call.get("function") if isinstance(call, dict) else None
+    return function.get("name") if isinstance(function, dict) else None
+
+
 def apply_tool_policy(
     lines: Iterable[Mapping[str, Any]], policy: ToolPolicy | None
 ) -> Iterator[Mapping[str, Any]]:
@@ -121,6 +126,10 @@ def apply_tool_policy(
             yield line
             continue
         calls = msg.get("tool_calls") or []
+        if policy.forced:
+            # A native call made anyway (format is a constraint Ollama applies to content) must
+            # still name a tool the client allowed.
+            calls = [c for c in calls if _call_name(c) in policy.forced]
         if policy.single:
             calls = calls[: max(0, 1 - calls_seen)]
         calls_seen += len(calls)
