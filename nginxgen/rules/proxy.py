@@ -156,15 +156,29 @@ def connection_map(ctx: Ctx) -> Iterator[Finding]:
 @rule("NG08", "sse-buffering")
 def sse_buffering(ctx: Ctx) -> Iterator[Finding]:
     for node in ctx.api_locations():
-        if setting(scope(node), "proxy_buffering", ctx.root) != "off":
-            yield finding(
-                "NG08",
-                "error",
-                node,
-                f"streaming API location {location_prefix(node)} has proxy_buffering on",
-                "nginx buffers the whole SSE response: tokens arrive in one burst at the end",
-                "proxy_buffering off; proxy_cache off; gzip off; in the /v1/ location",
-            )
+        levels = scope(node)
+        if setting(levels, "proxy_buffering", ctx.root) == "off":
+            continue
+        # The gateway answers streams with X-Accel-Buffering: no, which turns nginx's buffering
+        # off per response; only a config that ignores that header buffers the stream for sure.
+        ignored = [
+            a.lower()
+            for s in effective(levels, "proxy_ignore_headers", ctx.root)
+            for a in s["args"]
+        ]
+        sure = "x-accel-buffering" in ignored
+        yield finding(
+            "NG08",
+            "error" if sure else "warning",
+            node,
+            f"streaming API location {location_prefix(node)} has proxy_buffering on"
+            + (" and ignores X-Accel-Buffering" if sure else ""),
+            "nginx buffers the SSE response: tokens arrive in bursts or all at the end"
+            if sure
+            else "streaming then depends on the upstream sending X-Accel-Buffering: no (qwengw "
+            "does) and on nothing else buffering; with other upstreams tokens can arrive late",
+            "proxy_buffering off; proxy_cache off; gzip off; in the /v1/ location",
+        )
 
 
 @rule("NG09", "stream-timeouts")
@@ -191,10 +205,22 @@ def stream_timeouts(ctx: Ctx) -> Iterator[Finding]:
             )
 
 
+def _empty_for_no_upgrade(map_node: Node) -> bool:
+    entries = {e["directive"]: e["args"] for e in map_node.stmt.get("block", [])}
+    value = entries.get("", entries.get("default", [""]))
+    return not value or value[0] in ("", "''", '""')
+
+
 @rule("NG10", "upstream-keepalive-unused")
 def keepalive_unused(ctx: Ctx) -> Iterator[Finding]:
     ups = {k for k, v in ctx.upstreams().items() if own(v, "keepalive")}
-    maps = {f"${name}" for name in ctx.maps()}
+    # A $connection_upgrade map keeps connections only if a request without Upgrade gets an
+    # empty Connection ('' ''); the websocket example's '' close closes each one instead.
+    maps = {
+        f"${name}"
+        for name, node in ctx.maps().items()
+        if name != "connection_upgrade" or _empty_for_no_upgrade(node)
+    }
     for node in ctx.find("proxy_pass"):
         target = proxy_url(node.stmt)
         if not target or target.host not in ups:
@@ -214,8 +240,10 @@ def keepalive_unused(ctx: Ctx) -> Iterator[Finding]:
             "warning",
             node,
             f"upstream {target.host} has keepalive but this proxy does not reuse connections",
-            "keepalive needs proxy_http_version 1.1 and a cleared Connection header",
-            "proxy_http_version 1.1; proxy_set_header Connection '';",
+            "keepalive needs proxy_http_version 1.1 and a cleared Connection header (a "
+            "$connection_upgrade map must give '' for requests without Upgrade, not close)",
+            "proxy_http_version 1.1; proxy_set_header Connection ''; (or map $http_upgrade "
+            "$connection_upgrade { default upgrade; '' ''; })",
         )
 
 
@@ -301,10 +329,14 @@ def host_spoofing(ctx: Ctx) -> Iterator[Finding]:
 
 @rule("NG30", "missing-rate-limit")
 def missing_rate_limit(ctx: Ctx) -> Iterator[Finding]:
-    zones = set()
-    for n in ctx.find("limit_req_zone"):
+    zones = set()  # zones are global: a site sees those of conf.d/ and nginx.conf too
+    for n in ctx.defined("limit_req_zone"):
         zones |= {a.split("=", 1)[1].split(":")[0] for a in n.args if a.startswith("zone=")}
-    czones = {n.args[1].split("=", 1)[1].split(":")[0] for n in ctx.find("limit_conn_zone")}
+    czones = {
+        n.args[1].split("=", 1)[1].split(":")[0]
+        for n in ctx.defined("limit_conn_zone")
+        if len(n.args) > 1 and "=" in n.args[1]
+    }
     for node in ctx.find("limit_req"):
         for a in node.args:
             if a.startswith("zone=") and a[5:] not in zones:

@@ -164,13 +164,30 @@ def unanchored_regex(ctx: Ctx) -> Iterator[Finding]:
         if not found:
             continue
         pattern = found[0]
-        if pattern.startswith("^") or pattern.endswith("$"):
-            continue
+        if pattern.startswith("^") or pattern.endswith("$") or _refuses(node):
+            continue  # a location that only refuses is meant to match anywhere (/\. dotfiles)
         yield finding(
             "NG45",
             "info",
             node,
-            f"location regex {pattern!r} has neither ^ nor $",
-            "it matches anywhere in the URI: \\.php also takes /x.php.png and /a.php/b",
-            f"anchor it: {pattern}$ (or ^{pattern}), unless matching anywhere is the point",
+            f"location regex '{pattern}' has neither ^ nor $",
+            "it matches anywhere in the URI: ~ \\.php also takes /x.php.png and /a.php/b",
+            "anchor it where the match must be (^ for a prefix, $ for a suffix: \\.php$), "
+            "unless matching anywhere is the point",
         )
+
+
+def _refuses(location: Node) -> bool:
+    """The location only denies or answers an error: matching more is safe."""
+    body = [s for s in location.stmt.get("block", []) if s["directive"] != "#"]
+    if not body:
+        return False
+    for s in body:
+        if s["directive"] == "deny" and s["args"] == ["all"]:
+            continue
+        if s["directive"] in ("access_log", "log_not_found"):
+            continue
+        if s["directive"] == "return" and s["args"] and s["args"][0] in ("403", "404", "444"):
+            continue
+        return False
+    return True

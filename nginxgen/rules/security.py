@@ -125,6 +125,20 @@ def _host_parts(template: list[str | Part]) -> list[Part]:
     return found
 
 
+def _answers_any_host(ctx: Ctx, node: Node) -> bool:
+    """Whether the server around ``node`` can see a Host header the client made up: it is the
+    default server of one of its sockets (nginx's choice when no name matches), or one of its
+    names is a wildcard, a regex or the catch-all ``_``. Elsewhere ``$host`` is one of its own
+    names."""
+    server = next((lvl for lvl in reversed(node.chain) if lvl["directive"] == "server"), None)
+    if server is None:
+        return True
+    names = [a for s in own(server, "server_name") for a in s["args"]]
+    if not names or any(n in ("_", "") or "*" in n or n.startswith(("~", ".")) for n in names):
+        return True
+    return any(ctx.default_server(pairs).stmt is server for pairs in ctx.sockets().values())
+
+
 @rule("NG39", "ssrf", gixy=("ssrf",))
 def ssrf(ctx: Ctx) -> Iterator[Finding]:
     for node in ctx.find("proxy_pass"):
@@ -133,8 +147,13 @@ def ssrf(ctx: Ctx) -> Iterator[Finding]:
             continue
         if loc is not None and own(loc.stmt, "internal"):
             continue  # only nginx itself can send requests here
+        any_host = _answers_any_host(ctx, node)
         for template in Where(ctx, node.chain).expand(node.args[0]):
-            risky = [p for p in _host_parts(template) if p.value.client and "." in p.value.chars]
+            risky = [
+                p
+                for p in _host_parts(template)
+                if (p.value.client or (p.name == "host" and any_host)) and "." in p.value.chars
+            ]
             if risky:
                 yield finding(
                     "NG39",

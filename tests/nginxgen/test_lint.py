@@ -108,6 +108,37 @@ def test_every_rule_is_documented():
         assert f"### {rule_id} " in doc and f"| {rule_id} |" in doc, rule_id
 
 
+def test_keepalive_needs_an_empty_connection_for_plain_requests():
+    site = (
+        "map $http_upgrade $connection_upgrade {{ default upgrade; '' {empty}; }}"
+        " upstream u {{ server 127.0.0.1:1; keepalive 8; }}"
+        " server {{ listen 80; server_tokens off; location / {{ proxy_pass http://u;"
+        " proxy_http_version 1.1; proxy_set_header Connection $connection_upgrade; }} }}"
+    )
+    assert "NG10" in _rules(site.format(empty="close"))  # nginx's websocket example
+    assert "NG10" not in _rules(site.format(empty="''"))
+
+
+def test_zones_defined_in_conf_d_are_seen_from_a_site(tmp_path: Path):
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "sites-enabled").mkdir()
+    (tmp_path / "nginx.conf").write_text(
+        "events {}\nhttp {\n    include conf.d/*.conf;\n    include sites-enabled/*;\n}\n"
+    )
+    (tmp_path / "conf.d" / "zones.conf").write_text(
+        "limit_req_zone $binary_remote_addr zone=login:10m rate=1r/s;\n"
+        "limit_conn_zone $binary_remote_addr zone=perip:10m;\n"
+    )
+    site = tmp_path / "sites-enabled" / "app"
+    site.write_text(
+        "server {\n    listen 80;\n    server_tokens off;\n    location = /login {\n"
+        "        limit_req zone=login burst=5 nodelay;\n        limit_conn perip 10;\n"
+        "        limit_req zone=nowhere;\n        return 200;\n    }\n}\n"
+    )
+    undefined = [f.message for f in lint_file(site) if f.rule == "NG30" and f.severity == "error"]
+    assert undefined == ["limit_req zone nowhere is not defined"]
+
+
 def test_suppression_comment(tmp_path: Path):
     text = "# nginxgen-lint: disable=NG11\n" + SNIPPETS["NG11"]
     assert "NG11" not in _rules(text)

@@ -63,6 +63,14 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
             "location ~ ^/f/(.*)$ { set $up $1; proxy_pass https://$up; }",
             "map $uri $be { ~^/b/(.*)$ $1; default 127.0.0.1; }"
             " server { location /b/ { proxy_pass http://$be; } }",
+            # $host is the client's Host header wherever the server answers unknown names
+            "location /preview/ { proxy_pass http://$host; }",
+            "server { listen 80; server_name app.example; location / {"
+            " proxy_pass http://$host$request_uri; } }",
+            "server { listen 80; server_name _; location / { set $t $host;"
+            " proxy_pass http://$t:8080; } }",
+            "server { listen 80 default_server; return 444; }"
+            " server { listen 80; server_name *.example; location / { proxy_pass http://$host; } }",
         ],
         [
             "location /fetch/ { internal; proxy_pass $arg_url; }",
@@ -71,6 +79,10 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
             "map $http_x_tenant $be { a 10.0.0.1; b 10.0.0.2; default 10.0.0.3; }"
             " server { location / { proxy_pass http://$be; } }",
             "location / { set $up http://127.0.0.1:9000; proxy_pass $up$request_uri; }",
+            # a named server behind a catch-all default: $host is one of its own names
+            "server { listen 80 default_server; return 444; }"
+            " server { listen 80; server_name app.example; location / {"
+            " proxy_pass http://$host:8080; } }",
         ],
     ),
     "NG40": (  # allow without deny all
@@ -121,8 +133,16 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         ['location / { add_header X-Policy "a=1; b=2"; return 200; }'],
     ),
     "NG45": (  # unanchored location regex
-        ["location ~ \\.php { fastcgi_pass 127.0.0.1:9000; }"],
-        ["location ~ \\.php$ { fastcgi_pass 127.0.0.1:9000; }"],
+        [
+            "location ~ \\.php { fastcgi_pass 127.0.0.1:9000; }",
+            "location ~ /\\.git { return 200; }",
+        ],
+        [
+            "location ~ \\.php$ { fastcgi_pass 127.0.0.1:9000; }",
+            # a refusal is meant to match anywhere: anchoring it would let dotfiles through
+            "location ~ /\\.(?!well-known) { deny all; }",
+            "location ~ /\\.ht { deny all; access_log off; }",
+        ],
     ),
     "NG46": (  # ReDoS
         [
@@ -156,8 +176,9 @@ NEGATIVES = [(rule, s) for rule, (_bad, good) in CASES.items() for s in good]
 
 
 def _server(snippet: str) -> str:
-    """Snippets that are http-level (maps) come with their server; the rest go in one."""
-    if snippet.startswith("map "):
+    """Snippets that are http-level (maps, servers) come with their server; the rest go in
+    one."""
+    if snippet.startswith(("map ", "server ")):
         return snippet
     return f"server {{ listen 80; server_tokens off; root /srv/www; {snippet} }}"
 
