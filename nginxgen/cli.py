@@ -230,7 +230,12 @@ def cmd_lint(ns: argparse.Namespace) -> int:
         if note:
             print(note)
         print(f"{len(report.findings)} finding(s) in {ns.file} ({report.context} context)")
-    return 1 if report.findings else 0
+    threshold = FAIL_LEVELS.index(ns.fail_on)
+    failing = [f for f in report.findings if FAIL_LEVELS.index(f.severity) >= threshold]
+    return 1 if failing else 0
+
+
+FAIL_LEVELS = ("info", "warning", "error")  # ascending severity
 
 
 def cmd_write(ns: argparse.Namespace) -> int:
@@ -296,6 +301,13 @@ def parser() -> argparse.ArgumentParser:
         help=f"gixy-ng executable (default: ${gixy.ENV}, gixy on PATH, {gixy.VENV})",
     )
     lint.add_argument("--no-gixy", action="store_true", help="do not run gixy-ng")
+    lint.add_argument(
+        "--fail-on",
+        choices=FAIL_LEVELS,
+        default="info",
+        help="exit 1 only for findings of this severity or above (default: info, i.e. any "
+        "finding); every finding is printed either way",
+    )
     lint.set_defaults(func=cmd_lint)
     write = sub.add_parser("write", help="install the site (atomic, backup, nginx -t)")
     _site_flags(write)

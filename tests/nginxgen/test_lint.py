@@ -272,3 +272,14 @@ def test_missing_header_findings_say_why_that_header(tmp_path: Path):
     whys = {f.message.split("missing ")[1]: f.why for f in lint_text(text) if f.rule == "NG14"}
     assert "clickjacking" in whys["X-Frame-Options (or CSP frame-ancestors)"]
     assert "HSTS" not in " ".join(whys.values())
+
+
+def test_cli_fail_on_sets_the_exit_code_threshold(tmp_path: Path, capsys):
+    site = tmp_path / "site.conf"
+    site.write_text(SNIPPETS["NG10"])  # a warning only (keepalive not reused)
+    severities = {f.severity for f in lint_file(site)}
+    assert severities == {"warning"}
+    assert main(["lint", "--no-gixy", str(site)]) == 1
+    assert main(["lint", "--no-gixy", "--fail-on", "warning", str(site)]) == 1
+    assert main(["lint", "--no-gixy", "--fail-on", "error", str(site)]) == 0
+    assert "NG10 [warning]" in capsys.readouterr().out  # printed either way
