@@ -333,6 +333,7 @@ def _complete(st: GatewayState, ctx: RequestCtx) -> None:
     if ctx.client_gone or (ctx.streaming and not ctx.finished):
         rec.cancelled = True
         rec.status = 499  # nginx's "client closed request", as the logs expect
+        rec.error_code = rec.error_code or ClientGone.code  # as a non-streamed one records it
     if rec.completion_tokens is None and ctx.output_lines:
         rec.completion_tokens = ctx.output_lines  # cut short: the tokens seen so far
     elif rec.prompt_tokens:

@@ -86,7 +86,8 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
     def __init__(self, model: str) -> None:
-        super().__init__(f"The model '{model}' does not exist", param="model")
+        shown = model if len(model) <= 200 else model[:200] + "…"  # an error is not an echo
+        super().__init__(f"The model '{shown}' does not exist", param="model")
 
 
 class RequestTimeout(GatewayError):

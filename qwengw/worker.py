@@ -7,8 +7,9 @@
 * ``/health`` does not count toward ``max_requests``: a flood of cheap probes must not be a
   way to recycle workers (with ``memory://`` limits that would reset every counter).
 * A request gunicorn's parser refuses (bad request line or header, line or headers too long)
-  gets the OpenAI error shape, not gunicorn's HTML page. It never reached the app, so it has
-  no audit line; gunicorn logs it ("Invalid request from ip=...").
+  gets the OpenAI error shape, not gunicorn's HTML page, even on /v1/messages: the parser
+  fails before the path is known. It never reached the app, so it has no audit line; gunicorn
+  logs it ("Invalid request from ip=...").
 
 This module is imported by the gunicorn master (to find the worker class) before gevent
 patches anything: keep it to gunicorn's worker and pure-Python qwengw modules.
@@ -65,7 +66,7 @@ REFUSAL = raw_error(
     "Too Many Requests",
     "too many open connections from this address; close some and retry",
     "too_many_connections",
-    "rate_limit_exceeded",
+    "requests",  # OpenAI's type for its 429s, as the app's own
     "Retry-After: 1\r\n",
 )
 

@@ -551,6 +551,7 @@ def test_cancel_on_disconnect_every_dialect(gw: Gateway, fake: FakeOllama, path:
     assert rid is not None
     rec = gw.audit_for(rid.group(1).decode())
     assert rec["cancelled"] is True and rec["status"] == 499 and rec["completion_tokens"] >= 1
+    assert rec["error_code"] == "client_closed_request"  # as for a non-streamed request
 
 
 @pytest.mark.parametrize("path", list(STREAMS))

@@ -302,6 +302,12 @@ def test_unknown_model_is_404_without_reaching_ollama(
         client.chat.completions.create(model=INTERNAL, messages=[{"role": "user", "content": "Hi"}])
     assert e.value.code == "model_not_found"
     assert fake.chat_requests() == []
+    with pytest.raises(openai.NotFoundError) as huge:  # the message is not an echo of the body
+        client.chat.completions.create(
+            model="m" * 100_000, messages=[{"role": "user", "content": "Hi"}]
+        )
+    message = huge.value.body["message"]  # type: ignore[index]
+    assert len(message) < 300 and message.endswith("…' does not exist")
 
 
 def test_upstream_model_missing_names_no_internal_model(

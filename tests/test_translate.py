@@ -385,6 +385,20 @@ def test_refusal_parts_and_schema_less_json_schema() -> None:
         ({"stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
         ({"tools": [{"type": "function", "function": {"name": 3}}]}, "tools[0].function.name"),
         ({"parallel_tool_calls": "no"}, "parallel_tool_calls"),
+        ({"tools": 0}, "tools"),
+        ({"tools": ""}, "tools"),
+        ({"tools": {}}, "tools"),
+        ({"tool_choice": "required"}, "tool_choice"),  # forced, but no tools to call
+        ({"tools": [], "tool_choice": "required"}, "tool_choice"),
+        (
+            {
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": [1], "schema": {}},
+                }
+            },
+            "response_format.json_schema.name",
+        ),
     ],
 )
 def test_wrong_types_and_values_are_400_naming_the_field(extra: dict[str, Any], param: str) -> None:

@@ -307,6 +307,37 @@ def test_tools_tool_choice_and_server_tools() -> None:
         ({"thinking": {"type": "sometimes"}}, "thinking.type"),
         ({"tool_choice": {"type": "tool"}}, "tool_choice.name"),
         ({"system": [{"type": "text", "text": 5}]}, "system[0].text"),
+        ({"tools": 0}, "tools"),
+        ({"tools": {}}, "tools"),
+        ({"tools": [{"name": "w", "input_schema": []}]}, "tools[0].input_schema"),
+        ({"tools": [{"name": "w", "input_schema": ""}]}, "tools[0].input_schema"),
+        ({"tool_choice": {"type": "any"}}, "tool_choice"),  # forced, but no tools
+        (
+            {"messages": [{"role": "user", "content": [{"type": "bogus", "text": "hi"}]}]},
+            "messages[0].content[0].type",
+        ),
+        ({"messages": [{"role": "user", "content": [{}]}]}, "messages[0].content[0].type"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": True}]}]},
+            "messages[0].content[0].type",
+        ),
+        (  # blocks of Anthropic's server tools carry nothing to read: accepted, left out
+            {
+                "messages": [
+                    {"role": "user", "content": "Hi"},
+                    {
+                        "role": "assistant",
+                        "content": [
+                            {"type": "redacted_thinking", "data": "xyz"},
+                            {"type": "web_search_tool_result", "tool_use_id": "s", "content": []},
+                            {"type": "text", "text": "ok"},
+                        ],
+                    },
+                    {"role": "user", "content": "more"},
+                ]
+            },
+            None,
+        ),
         (
             {
                 "messages": [
@@ -492,6 +523,13 @@ def test_r5_r9_round_trip_items_and_one_system_message() -> None:
         ({"reasoning": {"effort": "huge"}}, "reasoning.effort", None),
         ({"max_output_tokens": -1}, "max_output_tokens", None),
         ({"input": 5}, "input", None),
+        ({"tools": 0}, "tools", None),
+        ({"tool_choice": "required"}, "tool_choice", None),  # forced, but no tools
+        (
+            {"text": {"format": {"type": "json_schema", "name": 5, "schema": {}}}},
+            "text.format.name",
+            None,
+        ),
     ],
 )
 def test_r8_r14_stateful_and_bad_fields_are_400(

@@ -56,6 +56,27 @@ SERVER_TOOL_PREFIXES = (
     "mcp",
 )
 ANTHROPIC_EFFORT = {**EFFORT_TO_THINK, "xhigh": "max"}
+# Content blocks of the Messages API that carry nothing a local model can read (results of
+# Anthropic's server tools, encrypted thinking): accepted and left out. Any other type is a 400.
+UNREAD_BLOCKS = (
+    "redacted_thinking",
+    "server_tool_use",
+    "mcp_tool_use",
+    "mcp_tool_result",
+    "container_upload",
+    "tool_reference",
+)
+
+
+def _unread_block(kind: Any, where: str) -> None:
+    """Accept a block type left out on purpose; refuse one the Messages API does not have."""
+    if isinstance(kind, str) and (kind in UNREAD_BLOCKS or kind.endswith("_tool_result")):
+        return
+    raise InvalidRequest(
+        f"'{where}.type' {kind!r} is not a content block type this gateway reads "
+        "(text, image, document, search_result, tool_use, tool_result, thinking)",
+        param=f"{where}.type",
+    )
 
 
 @dataclass(frozen=True)
@@ -80,8 +101,9 @@ def _text_of(blocks: Any, param: str, images: list[str] | None = None) -> str:
         elif kind == "document":
             texts.append(_document(block, where))
         elif kind == "search_result":
-            texts.append(_text_of(block.get("content") or [], f"{where}.content"))
-        # Other block types carry nothing a local model can read.
+            texts.append(_text_of(f.opt_array(block, "content"), f"{where}.content"))
+        else:
+            _unread_block(kind, where)
     return "\n\n".join(t for t in texts if t)
 
 
@@ -109,7 +131,7 @@ def _document(block: Mapping[str, Any], where: str) -> str:
     if source.get("type") == "text":
         return f.text(source.get("data"), f"{where}.source.data")
     if source.get("type") == "content":
-        return _text_of(source.get("content") or [], f"{where}.source.content")
+        return _text_of(f.opt_array(source, "content"), f"{where}.source.content")
     raise InvalidRequest(
         f"{where}.source.type: only text documents are supported", param=f"{where}.source.type"
     )
@@ -180,7 +202,14 @@ def _message(msg: Any, i: int, names: dict[str, str]) -> list[dict[str, Any]]:
             results.append(_tool_result(block, bw, names))
         elif kind == "thinking":
             thinking.append(f.text(block.get("thinking"), f"{bw}.thinking"))
-        # redacted_thinking, server tool blocks and unknown types: nothing a local model reads
+        elif kind == "search_result":
+            texts.append(_text_of(f.opt_array(block, "content"), f"{bw}.content"))
+        elif kind == "tool_use":
+            raise InvalidRequest(
+                f"'{bw}': tool_use blocks belong in assistant messages", param=f"{bw}.type"
+            )
+        else:
+            _unread_block(kind, bw)
     out: list[dict[str, Any]] = list(results)
     text = "\n\n".join(t for t in texts if t)
     if text or images or calls or thinking or not results:
@@ -219,16 +248,19 @@ def _messages(messages: Any, system: list[str]) -> list[dict[str, Any]]:
 
 def _tools(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     tools = []
-    for i, tool in enumerate(f.array(body.get("tools") or [], "tools")):
+    for i, tool in enumerate(f.opt_array(body, "tools")):
         where = f"tools[{i}]"
         f.obj(tool, where)
         kind = tool.get("type")
         if isinstance(kind, str) and kind != "custom" and kind.startswith(SERVER_TOOL_PREFIXES):
             continue  # an Anthropic server tool: nothing here can run it
+        schema = tool.get("input_schema")
         spec = {
             "name": tool.get("name"),
             "description": tool.get("description"),
-            "parameters": tool.get("input_schema") or {"type": "object"},
+            "parameters": {"type": "object"}
+            if schema is None
+            else f.obj(schema, f"{where}.input_schema"),
         }
         tools.append(function_tool({k: v for k, v in spec.items() if v is not None}, where))
     return tools

@@ -223,7 +223,7 @@ def _tools(body: Mapping[str, Any]) -> tuple[list[dict[str, Any]], Any, bool]:
             choice = {"type": "function", "function": choice}
         return tools, choice, True
     tools = []
-    for i, tool in enumerate(f.array(body.get("tools") or [], "tools")):
+    for i, tool in enumerate(f.opt_array(body, "tools")):
         f.obj(tool, f"tools[{i}]")
         if tool.get("type", "function") != "function":
             raise InvalidRequest(
@@ -242,6 +242,11 @@ def tool_selection(
     if choice is None or choice == "auto" or not tools:
         if isinstance(choice, dict) and not tools:
             raise InvalidRequest(f"'{param}' names a tool but no tools were given", param=param)
+        if choice in ("required", "any") and not tools:
+            raise InvalidRequest(
+                f"'{param}' is {choice!r}, which needs tools, but no tools were given",
+                param=param,
+            )
         return tools, ToolPolicy(single=True) if single and tools else None
     if choice == "none":
         return [], None
@@ -286,6 +291,7 @@ def _format(body: Mapping[str, Any]) -> str | dict[str, Any] | None:
     if rf is None:
         return None
     spec = f.opt_obj(rf, "json_schema", "response_format") or {}
+    f.opt_text(spec, "name", "response_format.json_schema")  # the SDKs always send one
     return json_format(rf.get("type"), spec.get("schema"), "response_format")
 
 

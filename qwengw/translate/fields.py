@@ -58,6 +58,12 @@ def text(value: Any, param: str) -> str:
     return value
 
 
+def opt_array(body: Mapping[str, Any], name: str, path: str = "") -> list[Any]:
+    """An optional array field: absent or null is empty; anything else must be an array."""
+    value = body.get(name)
+    return [] if value is None else array(value, where(path, name))
+
+
 def opt_obj(body: Mapping[str, Any], name: str, path: str = "") -> dict[str, Any] | None:
     value = body.get(name)
     return None if value is None else obj(value, where(path, name))

@@ -202,7 +202,7 @@ class _Conversation:
 def _tools(body: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(native tools, the tools as the response object echoes them)."""
     native, echo = [], []
-    for i, tool in enumerate(f.array(body.get("tools") or [], "tools")):
+    for i, tool in enumerate(f.opt_array(body, "tools")):
         where = f"tools[{i}]"
         f.obj(tool, where)
         if tool.get("type") != "function":
@@ -261,6 +261,7 @@ def responses_request(
     tools, policy = tool_selection(tools, choice, "tool_choice", single=parallel is False)
     text = f.opt_obj(body, "text") or {}
     fmt_spec = f.opt_obj(text, "format", "text") or {}
+    f.opt_text(fmt_spec, "name", "text.format")
     reasoning = f.opt_obj(body, "reasoning") or {}
     effort = f.opt_choice(reasoning, "effort", list(EFFORT_TO_THINK), "reasoning")
     payload = chat_payload(
