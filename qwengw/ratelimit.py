@@ -115,6 +115,7 @@ class Limiter:
         self._down_until = 0.0
         self._storage_was_down = False
         self._health: tuple[float, str | None] = (0.0, None)
+        self._unreleased: list[str] = []  # in-flight keys whose release the storage missed
 
     # -- storage health: pause briefly after a failure, so that a hung Redis costs one timeout,
     # not one per request
@@ -204,6 +205,8 @@ class Limiter:
         items = self.key_items.get(key_id or "", [self.default_item]) if rate else []
         if ip is None and not limit and not items:
             return Admission(False, None)
+        if self._unreleased and time.monotonic() >= self._down_until:
+            self._send_releases()  # the storage may be back: settle what it missed first
         try:
             if self.scripts is not None:
                 admission = self._admit_script(ip, identity, limit, items)
@@ -303,16 +306,33 @@ class Limiter:
         )
 
     def release(self, identity: str) -> None:
+        """Give ``identity``'s slot back. While the storage is down the release waits in this
+        worker and is sent before its next admission: a release lost to a short Redis stall
+        would otherwise hold the slot until the counter expires (an hour), and a key at its
+        cap would be locked out that long."""
         self.on_slot(identity, -1)
-        key = _inflight_key(identity)
-        try:
-            if self.scripts is not None:
-                scripts = self.scripts
-                self._call(lambda: scripts.release(scripts.key(key)))
-            elif int(self._call(lambda: self.storage.incr(key, CONCURRENCY_TTL, -1))) < 0:  # type: ignore[call-overload]
-                self._call(lambda: self.storage.clear(key))
-        except StorageError:
-            log.warning("could not release an in-flight slot (storage down); it expires by itself")
+        self._unreleased.append(_inflight_key(identity))
+        self._send_releases()
+
+    def _send_releases(self) -> None:
+        while self._unreleased:
+            key = self._unreleased.pop(0)  # taken first: another greenlet may drain beside us
+            try:
+                self._release_one(key)
+            except StorageError:
+                self._unreleased.insert(0, key)
+                log.warning(
+                    "could not release %d in-flight slot(s) (storage down); sent when it is back",
+                    len(self._unreleased),
+                )
+                return
+
+    def _release_one(self, key: str) -> None:
+        if self.scripts is not None:
+            scripts = self.scripts
+            self._call(lambda: scripts.release(scripts.key(key)))
+        elif int(self._call(lambda: self.storage.incr(key, CONCURRENCY_TTL, -1))) < 0:  # type: ignore[call-overload]
+            self._call(lambda: self.storage.clear(key))
 
     def _hit_steps(self, items: list[RateLimitItem], identity: str) -> Decision:
         if len(items) > 1:

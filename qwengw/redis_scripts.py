@@ -54,13 +54,13 @@ end
 local slot_limit = tonumber(ARGV[4])
 if slot_limit > 0 then
     local n = redis.call('incrby', KEYS[2], 1)
-    if n == 1 then
-        redis.call('expire', KEYS[2], ARGV[5])
-    end
     if n > slot_limit then
         redis.call('incrby', KEYS[2], -1)
         return {'busy'}
     end
+    -- Expires a TTL after the last slot taken (not the first): a key that always has a
+    -- request in flight keeps its count; one whose releases were lost forgets it.
+    redis.call('expire', KEYS[2], ARGV[5])
 end
 -- Every rate limit is tested before any is counted: a refusal uses up none of them.
 for i = 3, #KEYS do

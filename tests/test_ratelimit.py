@@ -220,3 +220,25 @@ def test_redis_admission_is_one_round_trip(redis_module: RedisServer) -> None:
     evalsha = client.info("commandstats")["cmdstat_evalsha"]["calls"]
     assert admission.slot and admission.decision.remaining == 2  # 3/second is the tightest
     assert evalsha == 2  # the admission, then the release
+
+
+def test_a_release_missed_during_a_redis_stall_is_sent_when_it_is_back(
+    make_redis: Any, redis_module: RedisServer
+) -> None:
+    """A short stall (not a restart: the counters survive it) must not leave the slot taken
+    until its counter expires an hour later."""
+    import os
+    import signal
+
+    limiter = make_redis()
+    assert limiter.check_caller(None, "bot", 1)
+    assert redis_module.proc is not None
+    os.kill(redis_module.proc.pid, signal.SIGSTOP)
+    try:
+        limiter.release("bot")  # times out: kept to send later
+    finally:
+        os.kill(redis_module.proc.pid, signal.SIGCONT)
+    time.sleep(1.1)  # the limiter leaves a failed storage alone for a second
+    assert limiter.check_caller(None, "bot", 1)  # the missed release went first
+    with pytest.raises(RateLimited):
+        limiter.check_caller(None, "bot", 1)  # and only once
