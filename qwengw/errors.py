@@ -24,6 +24,7 @@ class GatewayError(Exception):
     status = 500
     type = "server_error"
     code: str | None = "internal_error"
+    upstream: str | None = None  # the Ollama host's label when one was involved (for the audit)
 
     def __init__(
         self,
@@ -238,6 +239,7 @@ def register_error_handlers(target: Flask | Blueprint) -> None:
         if ctx is None:
             return error_response(err, request.path)
         ctx.record.error_code = err.code  # the audit's code, whatever shape the body has
+        ctx.record.upstream = ctx.record.upstream or err.upstream  # which host failed
         return error_response(err, request.path, ctx.record.request_id)
 
     def on_http_exception(exc: HTTPException) -> Response:

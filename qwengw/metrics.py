@@ -374,7 +374,9 @@ class PrometheusMetrics(NullMetrics):
         if rec.path not in HOUSEKEEPING_PATHS:
             self.inflight.dec()
         self._labels(self.requests, route, model, status).inc()
-        self._labels(self.callers, key, client_class(rec.client_ip), status).inc()
+        if rec.path not in HOUSEKEEPING_PATHS or rec.status >= 400:
+            # Callers of the API; scrapes and probes only when refused (a 401 or 403 storm).
+            self._labels(self.callers, key, client_class(rec.client_ip), status).inc()
         self._labels(self.duration, route).observe(rec.duration_ms / 1000)
         if rec.ttft_ms is not None:
             self._labels(self.first_token, model, route).observe(rec.ttft_ms / 1000)

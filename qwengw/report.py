@@ -102,6 +102,7 @@ def summarise(
     caller_errors: Counter[str] = Counter()
     ttft: list[float] = []
     duration: list[float] = []
+    tokens: dict[str, list[int]] = {}  # caller → [prompt, completion]
     first: datetime | None = None
     last: datetime | None = None
     for rec in within(records, since, end):
@@ -126,7 +127,16 @@ def summarise(
             ttft.append(v)
         if (v := as_number(rec.get("duration_ms"))) is not None:
             duration.append(v)
+        prompt, completion = (
+            as_number(rec.get("prompt_tokens")),
+            as_number(rec.get("completion_tokens")),
+        )
+        if prompt is not None or completion is not None:
+            row = tokens.setdefault(caller, [0, 0])
+            row[0] += int(prompt or 0)
+            row[1] += int(completion or 0)
     n_errors = sum(c for s, c in statuses.items() if s >= 400)
+    n_server = sum(c for s, c in statuses.items() if s >= 500)
     return {
         "window": {
             "since": fmt_duration(since),
@@ -138,6 +148,8 @@ def summarise(
         "requests": total,
         "errors": n_errors,
         "error_rate": round(n_errors / total, 4) if total else 0.0,
+        "server_errors": n_server,  # 5xx: the gateway's or Ollama's fault, not the client's
+        "server_error_rate": round(n_server / total, 4) if total else 0.0,
         "cancelled": cancelled,
         "housekeeping": housekeeping,
         "by_status": {str(s): c for s, c in sorted(statuses.items())},
@@ -154,6 +166,12 @@ def summarise(
         "top_callers": [
             {"caller": k, "requests": c, "errors": caller_errors.get(k, 0)}
             for k, c in sorted(callers.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_CALLERS]
+        ],
+        "tokens_by_caller": [
+            {"caller": k, "prompt_tokens": p, "completion_tokens": c}
+            for k, (p, c) in sorted(tokens.items(), key=lambda kv: (-sum(kv[1]), kv[0]))[
+                :TOP_CALLERS
+            ]
         ],
     }
 
@@ -191,6 +209,10 @@ def render_text(summary: dict[str, Any]) -> str:
         f"errors      {summary['errors']} ({summary['error_rate'] * 100:.1f}%), "
         f"cancelled {summary['cancelled']}"
     )
+    out.append(
+        f"5xx         {summary['server_errors']} ({summary['server_error_rate'] * 100:.1f}%: "
+        "the gateway's or Ollama's; the daily check acts above 2 %)"
+    )
     out.append("by status   " + ", ".join(f"{s}: {c}" for s, c in summary["by_status"].items()))
     t, d = summary["ttft_ms"], summary["duration_ms"]
     out.append(
@@ -206,6 +228,11 @@ def render_text(summary: dict[str, Any]) -> str:
     out.append(f"{'top callers':<32} {'requests':>8} {'errors':>7}")
     for c in summary["top_callers"]:
         out.append(f"{c['caller']:<32} {c['requests']:>8} {c['errors']:>7}")
+    if summary["tokens_by_caller"]:
+        out.append("")
+        out.append(f"{'tokens by caller':<32} {'prompt':>10} {'completion':>10}")
+        for c in summary["tokens_by_caller"]:
+            out.append(f"{c['caller']:<32} {c['prompt_tokens']:>10} {c['completion_tokens']:>10}")
     return "\n".join(out) + "\n"
 
 

@@ -155,6 +155,10 @@ def test_summary_figures() -> None:
     assert callers["carol"]["errors"] == 0  # cancellations are not caller errors
     assert s["top_callers"][0]["caller"] == "alice"
     assert "old" not in callers
+    assert (s["server_errors"], s["server_error_rate"]) == (3, 0.075)  # the 503s only
+    assert s["tokens_by_caller"] == [
+        {"caller": "alice", "prompt_tokens": 100, "completion_tokens": 140}
+    ]
 
 
 def test_window_widens() -> None:
@@ -234,3 +238,35 @@ def test_cli_says_how_many_lines_it_skipped(tmp_path: Path) -> None:
     assert summary == expected  # the extra lines change nothing but the warning
     count = int(re.search(r"skipped (\d+) line", base.stderr or "skipped 0 line").group(1))
     assert f"skipped {count + 2} line(s)" in res.stderr
+
+
+def _baseline_log(path: Path, last_day_answers: int) -> None:
+    lines = []
+    for day in range(1, 10):
+        n, ttft = (40, 100.0) if day < 9 else (last_day_answers, 1000.0)
+        for i in range(n):
+            rec = {
+                "time": f"2026-11-{day:02d}T12:{i % 60:02d}:00Z",
+                "path": "/v1/chat/completions",
+                "status": 200,
+                "model": "qwen3",
+                "ttft_ms": ttft,
+                "duration_ms": 2 * ttft,
+            }
+            lines.append(json.dumps(rec))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_latency_baseline_script_needs_enough_answers(tmp_path: Path) -> None:
+    """deploy/latency-baseline.sh (operations.md's weekly check): a day of a handful of
+    answers is shown, never flagged; a full day 10× slower is flagged and exits 1."""
+    script = Path(__file__).resolve().parents[1] / "deploy" / "latency-baseline.sh"
+    log = tmp_path / "audit.log"
+    _baseline_log(log, last_day_answers=4)
+    few = subprocess.run(["sh", str(script), str(log), "qwen3"], capture_output=True, text=True)
+    assert few.returncode == 0, few.stderr
+    assert "(too few to judge)" in few.stdout.splitlines()[-1]
+    _baseline_log(log, last_day_answers=40)
+    slow = subprocess.run(["sh", str(script), str(log), "qwen3"], capture_output=True, text=True)
+    assert slow.returncode == 1
+    assert "TTFT+900%" in slow.stdout.splitlines()[-1]

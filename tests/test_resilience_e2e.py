@@ -137,6 +137,9 @@ def test_500_and_503_answers(start_gateway: Any, fake: FakeOllama) -> None:
     text = requests.get(gw.url + "/metrics", timeout=5).text
     assert metric(text, "qwengw_upstream_errors_total", kind="busy") == 1
     assert metric(text, "qwengw_upstream_errors_total", kind="http_5xx") == 1
+    time.sleep(0.2)  # audit lines are written as each response closes
+    failed = [(r["status"], r.get("upstream")) for r in gw.audit() if r["status"] >= 500]
+    assert failed == [(502, "ollama-1"), (503, "ollama-1")]  # the host that failed is named
 
 
 # ----------------------------------------------------------------------------- circuit breaker
