@@ -603,7 +603,24 @@ def warnings(s: Settings, workers: int = 1) -> list[str]:
             f"listen {s.listen} accepts connections on every interface; behind Nginx on the "
             "same box use 127.0.0.1, and close the port in the firewall"
         )
+    out += _audit_path_warnings(s.audit)
     return out
+
+
+def _audit_path_warnings(audit: AuditSettings) -> list[str]:
+    """Said before start-up, where serve would otherwise create the directory quietly (root)
+    or fail on the first request (anyone else)."""
+    if not audit.enabled or audit.path in ("-", ""):
+        return []
+    directory = Path(audit.path).expanduser().parent
+    if not directory.is_dir():
+        return [
+            f"audit.path: the directory {directory} does not exist; start-up creates it when "
+            "it may (root), else the audit log cannot be written"
+        ]
+    if not os.access(directory, os.W_OK):
+        return [f"audit.path: this user cannot write in {directory}"]
+    return []
 
 
 def settings_from_dict(

@@ -197,3 +197,14 @@ def test_storage_uris_for_logs_and_start_up_checks(
 ) -> None:
     assert redact_uri(uri) == shown
     assert storage_endpoints(uri) == endpoints
+
+
+def test_an_audit_directory_that_is_missing_is_warned(tmp_path: Path) -> None:
+    from qwengw.config import warnings
+
+    missing = load_settings({"audit": {"path": str(tmp_path / "nope" / "audit.log")}})
+    assert any("audit.path: the directory" in w and "nope" in w for w in warnings(missing))
+    present = load_settings({"audit": {"path": str(tmp_path / "audit.log")}})
+    assert not any(w.startswith("audit.path") for w in warnings(present))
+    stdout = load_settings({"audit": {"path": "-"}})
+    assert not any(w.startswith("audit.path") for w in warnings(stdout))

@@ -387,6 +387,15 @@ def test_refusal_parts_and_schema_less_json_schema() -> None:
         ({"parallel_tool_calls": "no"}, "parallel_tool_calls"),
         ({"tools": 0}, "tools"),
         ({"tools": ""}, "tools"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "x"},
+                    {"role": "assistant", "content": "y", "tool_calls": 0},
+                ]
+            },
+            "messages[1].tool_calls",
+        ),
         ({"tools": {}}, "tools"),
         ({"tool_choice": "required"}, "tool_choice"),  # forced, but no tools to call
         ({"tools": [], "tool_choice": "required"}, "tool_choice"),

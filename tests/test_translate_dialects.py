@@ -524,6 +524,7 @@ def test_r5_r9_round_trip_items_and_one_system_message() -> None:
         ({"max_output_tokens": -1}, "max_output_tokens", None),
         ({"input": 5}, "input", None),
         ({"tools": 0}, "tools", None),
+        ({"input": [{"type": "reasoning", "summary": 0}]}, "input[0].summary", None),
         ({"tool_choice": "required"}, "tool_choice", None),  # forced, but no tools
         (
             {"text": {"format": {"type": "json_schema", "name": 5, "schema": {}}}},

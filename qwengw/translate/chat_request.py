@@ -162,7 +162,8 @@ def _messages(messages: Any) -> list[dict[str, Any]]:
             )
         text, images = _content(msg, where)
         legacy_call = msg.get("function_call") if role == "assistant" else None
-        has_calls = bool(msg.get("tool_calls") or legacy_call)
+        calls = f.opt_array(msg, "tool_calls", where) if role == "assistant" else []
+        has_calls = bool(calls or legacy_call)
         refusal = f.opt_text(msg, "refusal", where) if role == "assistant" else None
         if msg.get("content") is None and not (has_calls or refusal):
             raise InvalidRequest(f"'{where}.content' is required", param=f"{where}.content")
@@ -174,8 +175,8 @@ def _messages(messages: Any) -> list[dict[str, Any]]:
         if images:
             out["images"] = images
         if role == "assistant":
-            if msg.get("tool_calls"):
-                out["tool_calls"], names = _tool_calls(msg["tool_calls"], where)
+            if calls:
+                out["tool_calls"], names = _tool_calls(calls, where)
                 call_names.update(names)
             elif legacy_call is not None:
                 fn = f.obj(legacy_call, f"{where}.function_call")

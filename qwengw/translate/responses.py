@@ -178,7 +178,7 @@ class _Conversation:
                 out["images"] = images
             self.messages.append(out)
         elif kind == "reasoning":
-            summary = item.get("summary") or []
+            summary = f.opt_array(item, "summary", where)
             text, _ = _parts(summary, where)
             if not text and item.get("content"):
                 text, _ = _parts(item["content"], where)
