@@ -511,6 +511,27 @@ def test_r5_r9_round_trip_items_and_one_system_message() -> None:
     }
 
 
+def test_r_text_after_calls_stays_in_the_calling_turn() -> None:
+    """Output items [message, function_call, message] sent back: one assistant turn, then the
+    results (an assistant turn between calls and results would break the chat template)."""
+    call = {"type": "function_call", "call_id": "c1", "name": "w", "arguments": "{}"}
+    said = [{"type": "output_text", "text": "Before"}]
+    after = [{"type": "output_text", "text": " after"}]
+    req = r_req(
+        {
+            "input": [
+                {"role": "user", "content": "weather?"},
+                {"type": "message", "role": "assistant", "content": said},
+                call,
+                {"type": "message", "role": "assistant", "content": after},
+                {"type": "function_call_output", "call_id": "c1", "output": "sunny"},
+            ]
+        }
+    )
+    roles = [(m["role"], m["content"]) for m in req.call.payload["messages"]]
+    assert roles == [("user", "weather?"), ("assistant", "Before after"), ("tool", "sunny")]
+
+
 @pytest.mark.parametrize(
     "body, param, code",
     [

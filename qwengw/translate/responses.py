@@ -148,7 +148,12 @@ class _Conversation:
                 self.system.append(text)
             elif role == "assistant":
                 msg = self.assistant()
-                if msg.get("tool_calls") or msg["content"]:
+                if msg.get("tool_calls"):
+                    # Text the model wrote after its calls: the same turn (output items are
+                    # message, function_call…, message); a separate turn would sit between the
+                    # calls and their results.
+                    msg["content"] += text
+                elif msg["content"]:
                     msg = {"role": "assistant", "content": text}
                     self.messages.append(msg)
                 else:
