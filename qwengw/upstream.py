@@ -460,74 +460,99 @@ class OllamaClient:
             while True:
                 host = self._pick(tried)
                 tried.add(host.url)
-                timeout = urllib3.Timeout(connect=self.settings.connect_timeout, read=read_timeout)
-                host.inflight += 1
-                started = time.monotonic()
-                try:
-                    resp = host.pool.urlopen(
-                        method,
-                        path,
-                        body=payload,
-                        headers=headers,
-                        timeout=timeout,
-                        preload_content=False,
-                        redirect=False,
-                        retries=False,
-                    )
-                except (
-                    NewConnectionError,
-                    ConnectTimeoutError,
-                    MaxRetryError,
-                    ProtocolError,
-                ) as exc:
-                    host.inflight -= 1
-                    host.breaker.failure()
-                    is_read_timeout = isinstance(getattr(exc, "reason", exc), ReadTimeoutError)
-                    if is_read_timeout:
-                        self.events.upstream_error(host.label, "first_token_timeout")
-                        self.done(host, "timeout", started)
-                        raise UpstreamTimeout(
-                            "the model took too long to start answering; try again shortly"
-                        ) from None
-                    self.events.upstream_error(host.label, "connect")
-                    self.done(host, "unreachable", started)
-                    log.warning(
-                        "Ollama is not reachable at %s (%s): %s",
-                        url_for_log(host.url),
-                        host.label,
-                        connect_failure(exc, self.settings.connect_timeout),
-                    )
-                    if len(tried) < min(2, len(self.hosts)):
-                        continue  # retried once, on another host: nothing was sent to the client
-                    raise UpstreamUnavailable(
-                        "the model server is not reachable; try again shortly",
-                        headers={"Retry-After": "5"},
-                    ) from None
-                except ReadTimeoutError:
-                    host.inflight -= 1
-                    host.breaker.failure()
-                    self.events.upstream_error(host.label, "first_token_timeout")
-                    self.done(host, "timeout", started)
-                    raise UpstreamTimeout(
-                        "the model took too long to start answering; try again shortly"
-                    ) from None
-                except BaseException:
-                    host.inflight -= 1
-                    self.done(host, "cancelled", started)  # the client left while we waited
-                    raise
-                if resp.status >= 400:
-                    host.inflight -= 1
-                    err, kind = self._status_error(host, resp, public_model, request_id)
-                    self.done(host, OUTCOMES[kind], started)
-                    raise err
-                # Ollama answered: it is healthy again (a long first stream must not keep the
-                # circuit half-open for everyone else until its last token).
-                host.breaker.success()
-                return host, resp, started
+                last_try = len(tried) >= min(2, len(self.hosts))
+                answer = self._exchange(
+                    host,
+                    method,
+                    path,
+                    payload,
+                    headers,
+                    read_timeout,
+                    last_try,
+                    public_model,
+                    request_id,
+                )
+                if answer is not None:
+                    return host, *answer
+                # not reachable: tried once more, on another host (nothing was sent yet)
         except GatewayError as err:
             if host is not None and err.upstream is None:
                 err.upstream = host.label  # the audit line names the host that failed
             raise
+
+    def _exchange(
+        self,
+        host: Host,
+        method: str,
+        path: str,
+        payload: bytes | None,
+        headers: dict[str, str],
+        read_timeout: float,
+        last_try: bool,
+        public_model: str | None,
+        request_id: str | None,
+    ) -> tuple[urllib3.BaseHTTPResponse, float] | None:
+        """One attempt on ``host``: its response and when it started, or None when the
+        connection could not be made and another host may be tried (not ``last_try``)."""
+        timeout = urllib3.Timeout(connect=self.settings.connect_timeout, read=read_timeout)
+        host.inflight += 1
+        started = time.monotonic()
+        try:
+            resp = host.pool.urlopen(
+                method,
+                path,
+                body=payload,
+                headers=headers,
+                timeout=timeout,
+                preload_content=False,
+                redirect=False,
+                retries=False,
+            )
+        except (NewConnectionError, ConnectTimeoutError, MaxRetryError, ProtocolError) as exc:
+            host.inflight -= 1
+            host.breaker.failure()
+            is_read_timeout = isinstance(getattr(exc, "reason", exc), ReadTimeoutError)
+            if is_read_timeout:
+                self.events.upstream_error(host.label, "first_token_timeout")
+                self.done(host, "timeout", started)
+                raise UpstreamTimeout(
+                    "the model took too long to start answering; try again shortly"
+                ) from None
+            self.events.upstream_error(host.label, "connect")
+            self.done(host, "unreachable", started)
+            log.warning(
+                "Ollama is not reachable at %s (%s): %s",
+                url_for_log(host.url),
+                host.label,
+                connect_failure(exc, self.settings.connect_timeout),
+            )
+            if not last_try:
+                return None
+            raise UpstreamUnavailable(
+                "the model server is not reachable; try again shortly",
+                headers={"Retry-After": "5"},
+            ) from None
+        except ReadTimeoutError:
+            host.inflight -= 1
+            host.breaker.failure()
+            self.events.upstream_error(host.label, "first_token_timeout")
+            self.done(host, "timeout", started)
+            raise UpstreamTimeout(
+                "the model took too long to start answering; try again shortly"
+            ) from None
+        except BaseException:
+            host.inflight -= 1
+            self.done(host, "cancelled", started)  # the client left while we waited
+            raise
+        if resp.status >= 400:
+            host.inflight -= 1
+            err, kind = self._status_error(host, resp, public_model, request_id)
+            self.done(host, OUTCOMES[kind], started)
+            raise err
+        # Ollama answered: it is healthy again (a long first stream must not keep the
+        # circuit half-open for everyone else until its last token).
+        host.breaker.success()
+        return resp, started
 
     def _status_error(
         self,
