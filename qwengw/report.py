@@ -87,6 +87,20 @@ def as_number(value: Any) -> float | None:
     return float(value)
 
 
+def count_tokens(table: dict[str, list[int]], key: str, rec: dict[str, Any]) -> None:
+    """Add a record's token counts (Ollama's) to ``table[key]``: [requests, prompt, completion]."""
+    prompt, completion = (
+        as_number(rec.get("prompt_tokens")),
+        as_number(rec.get("completion_tokens")),
+    )
+    if prompt is None and completion is None:
+        return
+    row = table.setdefault(key, [0, 0, 0])
+    row[0] += 1
+    row[1] += int(prompt or 0)
+    row[2] += int(completion or 0)
+
+
 def summarise(
     records: Iterable[dict[str, Any]], since: timedelta, now: datetime | None = None
 ) -> dict[str, Any]:
@@ -102,7 +116,7 @@ def summarise(
     caller_errors: Counter[str] = Counter()
     ttft: list[float] = []
     duration: list[float] = []
-    tokens: dict[str, list[int]] = {}  # caller → [prompt, completion]
+    tokens: dict[str, list[int]] = {}  # caller → [requests, prompt, completion]
     first: datetime | None = None
     last: datetime | None = None
     for rec in within(records, since, end):
@@ -127,14 +141,7 @@ def summarise(
             ttft.append(v)
         if (v := as_number(rec.get("duration_ms"))) is not None:
             duration.append(v)
-        prompt, completion = (
-            as_number(rec.get("prompt_tokens")),
-            as_number(rec.get("completion_tokens")),
-        )
-        if prompt is not None or completion is not None:
-            row = tokens.setdefault(caller, [0, 0])
-            row[0] += int(prompt or 0)
-            row[1] += int(completion or 0)
+        count_tokens(tokens, caller, rec)
     n_errors = sum(c for s, c in statuses.items() if s >= 400)
     n_server = sum(c for s, c in statuses.items() if s >= 500)
     return {
@@ -169,7 +176,7 @@ def summarise(
         ],
         "tokens_by_caller": [
             {"caller": k, "prompt_tokens": p, "completion_tokens": c}
-            for k, (p, c) in sorted(tokens.items(), key=lambda kv: (-sum(kv[1]), kv[0]))[
+            for k, (_, p, c) in sorted(tokens.items(), key=lambda kv: (-sum(kv[1][1:]), kv[0]))[
                 :TOP_CALLERS
             ]
         ],

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import __version__, svgchart
 from .audit import is_housekeeping
-from .report import as_number, fmt_duration, iso_utc, percentile
+from .report import as_number, count_tokens, fmt_duration, iso_utc, percentile
 
 BASELINE = timedelta(days=7)  # compare each hour with the same hour this long before
 RULE = 0.30  # the seed's rule: alert when latency moves more than 30 % from its baseline
@@ -100,15 +100,7 @@ def collect(
         if (v := as_number(rec.get("ttft_ms"))) is not None:
             ttft[i].append(v)
             all_ttft.append(v)
-        prompt, completion = (
-            as_number(rec.get("prompt_tokens")),
-            as_number(rec.get("completion_tokens")),
-        )
-        if prompt is not None or completion is not None:
-            row = tokens.setdefault(key, [0, 0, 0])
-            row[0] += 1
-            row[1] += int(prompt or 0)
-            row[2] += int(completion or 0)
+        count_tokens(tokens, key, rec)
         if (d := as_number(rec.get("duration_ms"))) is not None:
             item = (d, seq, rec)
             if len(slowest) < SLOWEST:
