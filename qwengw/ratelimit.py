@@ -286,7 +286,7 @@ class Limiter:
         except BaseException:
             if taken:  # refused by the rate (or the storage failed): keep no slot
                 try:
-                    self.storage.incr(key, CONCURRENCY_TTL, -1)
+                    self._release_one(key)
                 except StorageError:
                     pass  # it expires by itself
             raise
