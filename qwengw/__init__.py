@@ -1,7 +1,7 @@
 """qwengw: an OpenAI-compatible gateway in front of Ollama, with auth, allowlist, limits and audit.
 
 Names are imported lazily: gunicorn's master imports ``qwengw.config`` before gevent patches
-the workers, and must not pull in urllib3/ssl (they would then escape the patching).
+the workers, and must not pull in ssl or the HTTP client (they would then escape the patching).
 """
 
 from __future__ import annotations

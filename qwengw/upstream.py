@@ -1,7 +1,8 @@
 """The HTTP hop to Ollama: pooled connections, separate time budgets, a breaker per host.
 
-urllib3 is used directly (it is what ``requests`` runs on): on this path ``requests`` costs
-~60% of the gateway's CPU for nothing we need (see docs/benchmarks.md).
+The connections themselves are ``http1.HostPool``'s (llhttp parses the answers): ``requests``
+cost ~60 % of the gateway's CPU on this path and urllib3 alone ~25 %, for nothing we need
+(docs/benchmarks.md).
 
 Time budgets: ``connect_timeout`` covers the TCP handshake; Ollama sends no headers until the
 first token exists, so the read timeout before the headers is ``first_token_timeout``; after the
@@ -12,24 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
-
-import urllib3
-from urllib3.connection import HTTPConnection
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    HTTPError,
-    MaxRetryError,
-    NewConnectionError,
-    ProtocolError,
-    ReadTimeoutError,
-)
 
 from .config import UpstreamSettings
 from .errors import (
@@ -41,6 +30,7 @@ from .errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from .http1 import Answer, Broken, ConnectFailed, HostPool, ReadTimeout, TransportError
 
 log = logging.getLogger("qwengw.upstream")
 
@@ -154,38 +144,12 @@ def url_for_log(url: str) -> str:
 
 def connect_failure(exc: BaseException, connect_timeout: float) -> str:
     """Why a connection to Ollama failed, in the operating system's words."""
-    reason = getattr(exc, "reason", None) or exc  # MaxRetryError wraps the real one
-    cause = reason.__cause__ or reason.__context__
-    if isinstance(cause, OSError) and cause.strerror:
-        return cause.strerror  # "Connection refused", "Name or service not known", ...
-    # (urllib3's NewConnectionError is a ConnectTimeoutError too: ask this second)
-    if isinstance(reason, ConnectTimeoutError):
+    reason = getattr(exc, "reason", None) or exc  # ConnectFailed carries the OSError
+    if isinstance(reason, TimeoutError):
         return f"no answer within upstream.connect_timeout ({connect_timeout:g} s)"
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror  # "Connection refused", "Name or service not known", ...
     return f"{type(reason).__name__}: {reason}"
-
-
-class _Connection(HTTPConnection):
-    """urllib3's plain-HTTP connection, with a cheaper check that a pooled one is still open.
-
-    Before reusing a connection urllib3 asks ``select.poll`` whether it is readable; under
-    gevent that poll goes through the hub (a watcher, a timer and a greenlet switch): ~35 µs of
-    a ~290 µs exchange (docs/benchmarks.md). One non-blocking peek answers the same question:
-    readable (end of file, or bytes nobody asked for) means not reusable.
-    """
-
-    @property
-    def is_connected(self) -> bool:
-        sock = self.sock
-        if sock is None:
-            return False
-        try:
-            # The real socket under gevent's: gevent's own recv would wait instead of saying so.
-            getattr(sock, "_sock", sock).recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return True  # nothing to read: open and idle
-        except OSError:
-            return False
-        return False
 
 
 @dataclass
@@ -193,7 +157,7 @@ class Host:
     url: str
     label: str  # "ollama-1", ...: what logs and metrics show instead of the URL
     breaker: CircuitBreaker
-    pool: urllib3.HTTPConnectionPool  # one per host: no URL parsing per request
+    pool: HostPool
     inflight: int = 0
 
 
@@ -241,7 +205,7 @@ class UpstreamStream:
         self,
         client: OllamaClient,
         host: Host,
-        resp: urllib3.BaseHTTPResponse,
+        resp: Answer,
         started: float,
         request_id: str | None = None,
     ) -> None:
@@ -260,8 +224,8 @@ class UpstreamStream:
         try:
             while True:
                 try:
-                    data = self.resp.read1(65536)
-                except (HTTPError, OSError) as exc:  # ReadTimeoutError is an HTTPError
+                    data = self.resp.read_some()
+                except TransportError as exc:
                     raise self._read_failed(exc) from None
                 if not data:
                     if self.aborted:
@@ -300,7 +264,7 @@ class UpstreamStream:
     def _read_failed(self, exc: BaseException) -> GatewayError:
         if self.aborted:
             return ClientGone("the client closed the connection")
-        if isinstance(exc, ReadTimeoutError):
+        if isinstance(exc, ReadTimeout):
             return self._failed(
                 "idle_timeout",
                 "the model stopped sending output for too long; try again",
@@ -337,13 +301,7 @@ class UpstreamStream:
     def abort(self) -> None:
         """The client left: close the socket under a blocked read (Ollama then stops)."""
         self.aborted = True
-        conn = getattr(self.resp, "connection", None)
-        sock = getattr(conn, "sock", None)
-        if sock is not None:
-            try:
-                sock.shutdown(2)
-            except OSError:
-                pass
+        self.resp.abort()
 
     def close(self) -> None:
         if self.closed:
@@ -353,13 +311,12 @@ class UpstreamStream:
         outcome = "ok" if self.completed else OUTCOMES.get(self.failure or "", "cancelled")
         self.client.done(self.host, outcome, self.started)
         if self.completed:
-            self.resp.drain_conn()  # read the chunked trailer so the connection can be reused
+            self.resp.finish()  # reads the chunked trailer, so the connection can be reused
         else:
             # A half-read answer must not go back to the pool, and closing the socket is what
             # tells Ollama to stop generating.
             self.host.breaker.release()
             self.resp.close()
-        self.resp.release_conn()
 
 
 @dataclass
@@ -410,11 +367,7 @@ class OllamaClient:
             self.clock,
             on_change=lambda old, new: self._circuit(label, old, new),
         )
-        pool = urllib3.connection_from_url(
-            url, maxsize=self.settings.pool_size, block=False, retries=False
-        )
-        if pool.ConnectionCls is HTTPConnection:  # plain HTTP (TLS sockets cannot peek)
-            pool.ConnectionCls = _Connection
+        pool = HostPool(url, maxsize=self.settings.pool_size)
         return Host(url, label, breaker, pool)
 
     def _circuit(self, label: str, old: str, new: str) -> None:
@@ -446,7 +399,7 @@ class OllamaClient:
         read_timeout: float,
         request_id: str | None,
         public_model: str | None,
-    ) -> tuple[Host, urllib3.BaseHTTPResponse, float]:
+    ) -> tuple[Host, Answer, float]:
         """Send, retrying once on another host when the connection could not be made.
 
         Returns the host, its response and when the exchange started (for ``done``)."""
@@ -491,33 +444,23 @@ class OllamaClient:
         last_try: bool,
         public_model: str | None,
         request_id: str | None,
-    ) -> tuple[urllib3.BaseHTTPResponse, float] | None:
+    ) -> tuple[Answer, float] | None:
         """One attempt on ``host``: its response and when it started, or None when the
         connection could not be made and another host may be tried (not ``last_try``)."""
-        timeout = urllib3.Timeout(connect=self.settings.connect_timeout, read=read_timeout)
         host.inflight += 1
         started = time.monotonic()
         try:
-            resp = host.pool.urlopen(
+            resp = host.pool.request(
                 method,
                 path,
-                body=payload,
-                headers=headers,
-                timeout=timeout,
-                preload_content=False,
-                redirect=False,
-                retries=False,
+                payload,
+                headers,
+                connect_timeout=self.settings.connect_timeout,
+                read_timeout=read_timeout,
             )
-        except (NewConnectionError, ConnectTimeoutError, MaxRetryError, ProtocolError) as exc:
+        except (ConnectFailed, Broken) as exc:
             host.inflight -= 1
             host.breaker.failure()
-            is_read_timeout = isinstance(getattr(exc, "reason", exc), ReadTimeoutError)
-            if is_read_timeout:
-                self.events.upstream_error(host.label, "first_token_timeout")
-                self.done(host, "timeout", started)
-                raise UpstreamTimeout(
-                    "the model took too long to start answering; try again shortly"
-                ) from None
             self.events.upstream_error(host.label, "connect")
             self.done(host, "unreachable", started)
             log.warning(
@@ -532,7 +475,7 @@ class OllamaClient:
                 "the model server is not reachable; try again shortly",
                 headers={"Retry-After": "5"},
             ) from None
-        except ReadTimeoutError:
+        except ReadTimeout:
             host.inflight -= 1
             host.breaker.failure()
             self.events.upstream_error(host.label, "first_token_timeout")
@@ -557,14 +500,17 @@ class OllamaClient:
     def _status_error(
         self,
         host: Host,
-        resp: urllib3.BaseHTTPResponse,
+        resp: Answer,
         public_model: str | None,
         request_id: str | None,
     ) -> tuple[GatewayError, str]:
         """Ollama's error answer as a fixed message per class (its own text goes to the log),
         and the failure kind (a key of OUTCOMES)."""
-        raw = resp.read(65536)
-        resp.release_conn()
+        try:
+            raw = resp.read(65536)
+        except TransportError:
+            raw = b""
+        resp.finish()
         try:
             message = str(json.loads(raw).get("error", ""))
         except (ValueError, AttributeError):
@@ -631,10 +577,7 @@ class OllamaClient:
             request_id=request_id,
             public_model=public_model,
         )
-        conn = getattr(resp, "connection", None)
-        sock = getattr(conn, "sock", None)
-        if sock is not None:
-            sock.settimeout(self.settings.idle_timeout)
+        resp.set_timeout(self.settings.idle_timeout)
         return UpstreamStream(self, host, resp, started, request_id)
 
     def call_json(
@@ -657,7 +600,7 @@ class OllamaClient:
         )
         try:
             data = json.loads(resp.read())
-        except (ValueError, HTTPError, OSError):
+        except (ValueError, TransportError):
             resp.close()
             host.breaker.failure()
             self.done(host, "error", started)
@@ -668,7 +611,7 @@ class OllamaClient:
             raise
         finally:
             host.inflight -= 1
-            resp.release_conn()
+        resp.finish()
         host.breaker.success()
         self.done(host, "ok", started)
         if not isinstance(data, dict):
@@ -682,10 +625,13 @@ class OllamaClient:
         for host in self.hosts:
             try:
                 resp = host.pool.request(
-                    "GET", "/api/tags", timeout=urllib3.Timeout(connect=t, read=t), retries=False
+                    "GET", "/api/tags", None, {}, connect_timeout=t, read_timeout=t
                 )
-                data = json.loads(resp.data) if resp.status == 200 else None
-            except (HTTPError, OSError, ValueError):
+                try:
+                    data = json.loads(resp.read()) if resp.status == 200 else None
+                finally:
+                    resp.finish()
+            except (TransportError, ValueError):
                 data = None
             out.append((host, data if isinstance(data, dict) else None))
             self.events.upstream_probed(host.label, isinstance(data, dict))

@@ -272,15 +272,20 @@ def test_repository_around_the_readme() -> None:
 
 
 def test_connect_failures_are_said_in_the_systems_words() -> None:
-    import urllib3
-
+    from qwengw.http1 import ConnectFailed, HostPool
     from qwengw.upstream import connect_failure, url_for_log
 
     assert url_for_log("http://user:secret@10.0.0.5:11434") == "http://10.0.0.5:11434"
     assert url_for_log("http://[::1]:11434") == "http://[::1]:11434"
-    pool = urllib3.HTTPConnectionPool("127.0.0.1", free_port())
-    with pytest.raises(urllib3.exceptions.HTTPError) as e:
-        pool.urlopen("GET", "/", retries=False, timeout=urllib3.Timeout(connect=1))
+    pool = HostPool(f"http://127.0.0.1:{free_port()}", maxsize=1)
+    with pytest.raises(ConnectFailed) as e:
+        pool.request("GET", "/", None, {}, connect_timeout=1, read_timeout=1)
     assert connect_failure(e.value, 1.0) == "Connection refused"
-    timeout = urllib3.exceptions.ConnectTimeoutError(None, "timed out")
+    unknown = HostPool("http://no-such-host.invalid:11434", maxsize=1)
+    with pytest.raises(ConnectFailed) as e:
+        unknown.request("GET", "/", None, {}, connect_timeout=1, read_timeout=1)
+    assert "Name or service not known" in connect_failure(e.value, 1.0) or "resolution" in (
+        connect_failure(e.value, 1.0)
+    )
+    timeout = ConnectFailed(TimeoutError("timed out"))
     assert connect_failure(timeout, 3.0) == "no answer within upstream.connect_timeout (3 s)"

@@ -14,6 +14,7 @@ import argparse
 import json
 import select
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -346,13 +347,22 @@ class FakeServer(ThreadingHTTPServer):
 class FakeOllama:
     """Start with ``FakeOllama().start()``; ``url`` is its base URL."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
+    ) -> None:
+        """``tls``: serve HTTPS with this server context (Ollama behind a TLS proxy); the URL
+        then names ``localhost``, which the test certificate is for."""
         self.server = FakeServer((host, port))
+        self.tls = tls
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
+        if self.tls is not None:
+            return f"https://localhost:{port}"
         return f"http://{host}:{port}"
 
     @property
