@@ -2,8 +2,10 @@
 
 ``/raw``: a bare WSGI callable; ``/hello``: Flask returning fixed JSON; ``/proxy``: Flask that
 reads the JSON body, makes the same upstream call as the gateway with urllib3 (pooled, one
-``urlopen`` on a cached pool), reads the whole answer and returns it. Nothing else: no auth, limits,
-audit, metrics or translation. ``FAKE_OLLAMA`` is the upstream base URL.
+``urlopen`` on a cached pool), reads the whole answer and returns it; ``/relay``: the same call
+for the fake's 500-line stream, each piece passed on as urllib3 reads it (the floor under CPU
+per streamed chunk). Nothing else: no auth, limits, audit, metrics or translation.
+``FAKE_OLLAMA`` is the upstream base URL.
 """
 
 from __future__ import annotations
@@ -31,20 +33,42 @@ def hello() -> Response:
     return Response(b'{"ok":true}', mimetype="application/json")
 
 
-@flask_app.post("/proxy")
-def proxy() -> Response:
-    request.get_json(force=True)
-    resp = _pool.urlopen(
+def _chat(body: bytes) -> urllib3.BaseHTTPResponse:
+    return _pool.urlopen(
         "POST",
         "/api/chat",
-        body=_BODY,
+        body=body,
         headers={"Content-Type": "application/json"},
         preload_content=False,
         redirect=False,
     )
+
+
+@flask_app.post("/proxy")
+def proxy() -> Response:
+    request.get_json(force=True)
+    resp = _chat(_BODY)
     data = resp.read()
     resp.release_conn()
     return Response(data, mimetype="application/json")
+
+
+_LONG = json.dumps(
+    {"model": "long", "messages": [{"role": "user", "content": "Say hello."}], "stream": True}
+).encode()
+
+
+@flask_app.post("/relay")
+def relay() -> Response:
+    request.get_json(force=True)
+    resp = _chat(_LONG)
+
+    def pieces() -> Iterable[bytes]:
+        while data := resp.read1(65536):
+            yield data
+        resp.release_conn()
+
+    return Response(pieces(), mimetype="application/x-ndjson")
 
 
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

@@ -14,10 +14,9 @@ from typing import Any
 # (label, patterns matched against any frame of a sample): inclusive shares, so they overlap.
 CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     (
-        "upstream hop: urllib3 request + response reads (qwengw/upstream.py)",
-        ("urllib3/", "qwengw/upstream.py"),
+        "upstream hop: request + response reads (qwengw/upstream.py, http1.py, llhttp)",
+        ("qwengw/upstream.py", "qwengw/http1.py", "geventhttpclient/"),
     ),
-    ("http.client (used by urllib3): request/response head", ("http/client.py",)),
     ("gunicorn: HTTP parsing and response writing", ("gunicorn/http/",)),
     ("Flask/Werkzeug: request context, routing, Response", ("flask/", "werkzeug/")),
     ("rate + concurrency limits (qwengw/ratelimit.py, limits)", ("qwengw/ratelimit.py", "limits/")),

@@ -82,13 +82,18 @@ def _ctx() -> RequestCtx:
     return g.qwengw  # type: ignore[no-any-return]
 
 
+# Built once: json.dumps with any option builds a new encoder per call (~1.5 µs a chunk).
+_ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_ENCODE_ASCII = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _json_dumps(obj: Any) -> bytes:
-    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    text = _ENCODE(obj)
     try:
         return text.encode()
     except UnicodeEncodeError:
         # A lone surrogate ("\\udc80" in the request, echoed back): escaped, still valid JSON.
-        return json.dumps(obj, separators=(",", ":")).encode()
+        return _ENCODE_ASCII(obj).encode()
 
 
 def _json_response(obj: Any, status: int = 200) -> Response:

@@ -1,8 +1,8 @@
 """Request-rate, concurrency and failed-auth limits, composed from the ``limits`` library.
 
 Moving window (exact: a request is admitted iff fewer than N were admitted in the last window),
-stored in ``memory://`` (per process) or Redis (exact across workers and instances, because every
-``limits`` strategy is one atomic Lua script there).
+stored in ``memory://`` (per process, memory_storage.py) or Redis (exact across workers and
+instances: each step is one atomic Lua script there, redis_scripts.py).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from limits.strategies import MovingWindowRateLimiter
 
 from .config import AuthSettings, RateLimitSettings, redact_uri
 from .errors import RateLimited, ServiceUnavailable
+from .memory_storage import WorkerMemoryStorage
 from .redis_scripts import RedisScripts
 
 log = logging.getLogger("qwengw.ratelimit")
@@ -91,8 +92,12 @@ class Limiter:
         self.settings = rl
         self.clock = clock
         self.on_slot = on_slot  # (identity, +1 | -1): the in-flight gauge per key
-        self.storage = storage_from_string(
-            rl.storage, wrap_exceptions=True, **_storage_options(rl.storage)
+        self.storage = (
+            WorkerMemoryStorage(wrap_exceptions=True)  # limits' own is slow under gevent
+            if rl.storage.startswith("memory")
+            else storage_from_string(
+                rl.storage, wrap_exceptions=True, **_storage_options(rl.storage)
+            )
         )
         self.window = MovingWindowRateLimiter(self.storage)
         # Redis: each step in one round trip (redis_scripts.py); elsewhere limits' calls.
