@@ -1,10 +1,10 @@
 """A lean pooled HTTP/1.1 client for one host: what the hop to Ollama needs and no more.
 
-urllib3 (through http.client and ``email.parser``) cost ~250 µs of CPU per exchange with Ollama
-and ~20 µs per streamed line; this client costs about half (docs/benchmarks.md). The parsing of
-answers, the part that is easy to get wrong (chunked framing, lengths, 1xx, keep-alive), is
-llhttp, Node's parser, through geventhttpclient's binding. What is left here is simple and is
-what the gateway wants to own:
+urllib3 (through http.client and ``email.parser``) cost ~235 µs of CPU per exchange with Ollama
+and ~62 µs per streamed read (the gevent wake-up included); this client ~87 and ~47 µs
+(docs/benchmarks.md). The parsing of answers, the part that is easy to get wrong (chunked
+framing, lengths, 1xx, keep-alive), is llhttp, Node's parser, through geventhttpclient's
+binding. What is left here is simple and is what the gateway wants to own:
 
 * the pool never blocks: beyond ``maxsize`` idle connections a request opens another, and the
   extra ones are closed when they come back (as urllib3's ``block=False``);
