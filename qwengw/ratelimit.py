@@ -50,9 +50,8 @@ class Decision:
         }
 
 
-def _storage_options(uri: str) -> dict[str, float | bool | object]:
-    if uri.startswith("memory"):
-        return {}
+def _storage_options() -> dict[str, float | bool | object]:
+    """Options for a remote (Redis) storage."""
     # redis-py waits 5 s and retries 10 times by default: a hung Redis would stall every request.
     opts: dict[str, float | bool | object] = {
         "socket_connect_timeout": 0.25,
@@ -92,12 +91,11 @@ class Limiter:
         self.settings = rl
         self.clock = clock
         self.on_slot = on_slot  # (identity, +1 | -1): the in-flight gauge per key
+        self.remote = not rl.storage.startswith("memory")
         self.storage = (
-            WorkerMemoryStorage(wrap_exceptions=True)  # limits' own is slow under gevent
-            if rl.storage.startswith("memory")
-            else storage_from_string(
-                rl.storage, wrap_exceptions=True, **_storage_options(rl.storage)
-            )
+            storage_from_string(rl.storage, wrap_exceptions=True, **_storage_options())
+            if self.remote
+            else WorkerMemoryStorage(wrap_exceptions=True)  # limits' own is slow under gevent
         )
         self.window = MovingWindowRateLimiter(self.storage)
         # Redis: each step in one round trip (redis_scripts.py); elsewhere limits' calls.
@@ -109,7 +107,6 @@ class Limiter:
         self.auth_item = RateLimitItemPerSecond(auth.max_failures, auth.failure_window_seconds)
         self.fail_open = rl.on_storage_error == "open"
         self.uri = redact_uri(rl.storage)
-        self.remote = not rl.storage.startswith("memory")
         # Anything that counts: rates, in-flight slots, failed authentication.
         self.in_use = bool(
             rl.enabled
