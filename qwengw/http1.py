@@ -102,7 +102,10 @@ class HostPool:
             sock, reused = self._checkout(connect_timeout)
             try:
                 sock.settimeout(read_timeout)
-                sock.sendall(message)
+                try:
+                    sock.sendall(message)
+                except (BrokenPipeError, ConnectionResetError):
+                    raise _Unanswered from None
                 return Answer(self, sock, method)
             except _Unanswered:
                 sock.close()
@@ -113,9 +116,8 @@ class HostPool:
                 sock.close()
                 raise ReadTimeout("no answer in time") from None
             except (OSError, HTTPParseError) as exc:
-                sock.close()
-                if not reused or not isinstance(exc, (BrokenPipeError, ConnectionResetError)):
-                    raise Broken(str(exc)) from None
+                sock.close()  # a part of an answer came: the request may have run, never resent
+                raise Broken(str(exc)) from None
             except BaseException:
                 sock.close()  # interrupted mid-exchange: the connection must not be reused
                 raise

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -165,6 +166,29 @@ def test_a_connection_closed_as_the_request_arrives_is_retried_once_on_a_new_one
         read_request(conn)  # the second request: closed unanswered
 
     assert connections_for(raw_server(close_on_second), 3) == 3
+
+
+def test_a_connection_reset_after_part_of_an_answer_is_broken_and_not_resent(
+    raw_server: Any,
+) -> None:
+    """Once a byte of the answer came, the request may have run: it is never sent again."""
+
+    def reset_mid_headers(conn: socket.socket, n: int) -> None:
+        read_request(conn)
+        conn.sendall(OK)
+        read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-")
+        time.sleep(0.2)  # the client has read those bytes
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    server = raw_server(reset_mid_headers)
+    pool = HostPool(server.url, maxsize=2)
+    first = get(pool)
+    first.read()
+    first.finish()
+    with pytest.raises(Broken):
+        get(pool)
+    assert server.connections == 1
 
 
 def test_a_new_connection_closed_without_an_answer_is_broken(raw_server: Any) -> None:
