@@ -22,9 +22,16 @@ flask_app = Flask("floor")
 _pool = urllib3.PoolManager(maxsize=256, retries=False).connection_from_url(
     os.environ.get("FAKE_OLLAMA", "http://127.0.0.1:11434")
 )
-_BODY = json.dumps(
-    {"model": "fast", "messages": [{"role": "user", "content": "Say hello."}], "stream": True}
-).encode()
+
+
+def _chat_body(model: str) -> bytes:
+    """The native request the gateway sends for one of the fake's models."""
+    return json.dumps(
+        {"model": model, "messages": [{"role": "user", "content": "Say hello."}], "stream": True}
+    ).encode()
+
+
+_BODY = _chat_body("fast")
 
 
 @flask_app.post("/hello")
@@ -53,9 +60,7 @@ def proxy() -> Response:
     return Response(data, mimetype="application/json")
 
 
-_LONG = json.dumps(
-    {"model": "long", "messages": [{"role": "user", "content": "Say hello."}], "stream": True}
-).encode()
+_LONG = _chat_body("long")  # the fake's 500-line stream
 
 
 @flask_app.post("/relay")
